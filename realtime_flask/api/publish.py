@@ -1,0 +1,64 @@
+"""``POST /api/realtime/publish``: the standalone service's way to emit an event.
+
+Until an app writes records itself, this route lets a trusted caller publish
+``{"collection", "action", "record"}``.  It is guarded by the bearer secret in
+``REALTIME_PUBLISH_SECRET`` and disabled (404) while that is empty.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import BadRequest
+from ..errors import RealtimeError
+from ..events import Event
+from ..extension import get_state
+from . import NOT_FOUND
+from . import error_response
+from . import http_error_response
+
+__all__ = ["bp"]
+
+bp = Blueprint("realtime_publish", __name__)
+bp.register_error_handler(RealtimeError, error_response)
+bp.register_error_handler(HTTPException, http_error_response)
+
+
+class Unauthorized(RealtimeError):
+    status_hint = 401
+    default_message = "The request requires valid publish credentials."
+
+
+@bp.post("/api/realtime/publish")
+def publish() -> tuple[dict[str, object], int]:
+    secret = get_state().settings.publish_secret
+    if not secret:
+        return {"data": {}, "message": NOT_FOUND, "status": 404}, 404
+    given = request.headers.get("Authorization", "")
+    given = given.removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        raise Unauthorized()
+    request.max_content_length = 1024 * 1024
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    collection = body.get("collection")
+    action = body.get("action")
+    record = body.get("record")
+    if not isinstance(collection, str) or not isinstance(action, str):
+        raise BadRequest("collection and action must be strings.")
+    if not isinstance(record, dict):
+        raise BadRequest("record must be a JSON object.")
+    collection_id = body.get("collectionId", "")
+    if not isinstance(collection_id, str):
+        raise BadRequest("collectionId must be a string.")
+    try:
+        event = Event(collection, action, record, collection_id=collection_id)
+    except RealtimeError as exc:
+        raise BadRequest(exc.message) from None
+    published = get_state().publish(event)
+    return {"id": published.id}, 200

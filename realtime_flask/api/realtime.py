@@ -1,0 +1,205 @@
+"""``GET /api/realtime`` (the event stream) and ``POST /api/realtime`` (set topics).
+
+Rules of the streaming view (a generator under gevent):
+
+1. Everything is read from ``request`` before the generator is returned; the
+   generator only gets plain arguments (no request context for hours).
+2. The client is registered in the view, so a POST can find it as soon as the
+   PB_CONNECT frame arrives, and is removed in *both* the generator's
+   ``finally`` and ``call_on_close`` (a generator that never started has no
+   ``finally``).  Removal is idempotent.
+3. The generator blocks only in ``controller.get(timeout=keepalive)``; a quiet
+   stream gets a ``:ping`` comment, which finds dead peers.  Under gevent a
+   peer-EOF watcher also closes the client the moment the socket closes.
+4. Nothing is yielded after GeneratorExit; no bare ``except``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import typing as t
+from collections.abc import Iterator
+
+from flask import Blueprint
+from flask import Response
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+from .. import sse
+from ..errors import BadRequest
+from ..errors import RealtimeError
+from ..extension import RealtimeState
+from ..extension import get_state
+from ..manager import QueueClosed
+from ..manager import RealtimeClient
+from ..manager import RealtimeManager
+from ..topics import validate_subscribe_request
+from . import NOT_FOUND
+from . import error_response
+from . import http_error_response
+
+__all__ = ["bp"]
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("realtime", __name__)
+
+KEEPALIVE_FRAME: t.Final[bytes] = sse.format_sse_comment("ping")
+#: Upper bound of a subscriptions POST: 1000 topics of 2500 characters, JSON
+#: escaped, fit well below this.
+MAX_BODY_BYTES: t.Final[int] = 16 * 1024 * 1024
+#: WSGI environ keys under which servers expose the connection's socket.
+SOCKET_KEYS: t.Final[tuple[str, ...]] = ("gunicorn.socket", "realtime_flask.socket")
+
+bp.register_error_handler(RealtimeError, error_response)
+bp.register_error_handler(HTTPException, http_error_response)
+
+
+@bp.after_request
+def _cors(response: Response) -> Response:
+    origin = get_state().settings.cors_origin
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        if request.method == "OPTIONS":
+            response.status_code = 204
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            requested = request.headers.get("Access-Control-Request-Headers")
+            if requested:
+                response.headers["Access-Control-Allow-Headers"] = requested
+            response.headers["Vary"] = "Origin"
+    return response
+
+
+@bp.get("/api/realtime")
+def connect() -> Response:
+    state = get_state()
+    manager = state.manager
+    client = manager.register_client(remote_addr=request.remote_addr)
+    stop_watcher = _watch_peer_eof(request.environ, manager, client.id)
+
+    def close() -> None:
+        if stop_watcher is not None:
+            stop_watcher()
+        manager.remove_client(client.id, reason="stream closed")
+
+    response = Response(
+        _stream(manager, client, state.settings.keepalive_interval, close),
+        status=200,
+        content_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+    response.call_on_close(close)
+    return response
+
+
+def _stream(
+    manager: RealtimeManager,
+    client: RealtimeClient,
+    keepalive: float,
+    close: t.Callable[[], None],
+) -> Iterator[bytes]:
+    try:
+        yield client.connect_frame()
+        controller = client.controller
+        while True:
+            try:
+                chunk = controller.get(timeout=keepalive)
+            except QueueClosed:
+                return
+            if chunk is None:
+                yield KEEPALIVE_FRAME
+                continue
+            manager.update_activity(client.id)
+            yield chunk
+    finally:
+        close()
+
+
+@bp.post("/api/realtime")
+def set_subscriptions() -> tuple[str, int]:
+    state: RealtimeState = get_state()
+    client_id, subscriptions = validate_subscribe_request(
+        _read_body(),
+        max_subscriptions=state.settings.max_subscriptions,
+        max_topic_length=state.settings.max_topic_length,
+    )
+    user = state.auth_resolver(request)
+    state.manager.subscribe(
+        client_id, subscriptions, user, remote_addr=request.remote_addr, check_addr=True
+    )
+    return "", 204
+
+
+@bp.route("/api/realtime", methods=["PUT", "PATCH", "DELETE"])
+def wrong_method() -> tuple[dict[str, object], int]:
+    return {"data": {}, "message": NOT_FOUND, "status": 404}, 404
+
+
+def _read_body() -> dict[str, object]:
+    """The POST body as a dict, the way PocketBase's binder reads it.
+
+    JSON only with a JSON content type (else the body is ignored, which then
+    fails as "clientId blank"); urlencoded and multipart forms by field.
+    """
+    request.max_content_length = MAX_BODY_BYTES
+    if request.is_json:
+        raw = request.get_data(cache=False)
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise BadRequest() from None
+        if not isinstance(body, dict):
+            raise BadRequest()
+        return body
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = request.form
+        out: dict[str, object] = {}
+        if "clientId" in form:
+            out["clientId"] = form.get("clientId")
+        if "subscriptions" in form:
+            out["subscriptions"] = form.getlist("subscriptions")
+        return out
+    return {}
+
+
+def _watch_peer_eof(
+    environ: t.Mapping[str, object], manager: RealtimeManager, client_id: str
+) -> t.Callable[[], None] | None:
+    """Close the client as soon as its peer closes the connection (gevent only).
+
+    A WSGI app normally learns of a disconnect only when a write fails (the
+    next keep-alive).  PocketBase notices within milliseconds, and the SDK's
+    old client id must answer 404 quickly, so under gevent a greenlet peeks at
+    the socket: EOF or a reset closes the client; any bytes (a pipelined
+    request) or an unpeekable socket (TLS) simply end the watch.
+    """
+    sock = next((environ[k] for k in SOCKET_KEYS if environ.get(k) is not None), None)
+    if sock is None or "gevent" not in sys.modules:
+        return None
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        return None
+    import gevent
+
+    def watch() -> None:
+        try:
+            data = sock.recv(1, socket.MSG_PEEK)  # type: ignore[attr-defined]
+        except ValueError:  # TLS sockets refuse MSG_PEEK: rely on keep-alives
+            return
+        except OSError:
+            data = b""
+        if not data:
+            manager.remove_client(client_id, reason="peer closed the connection")
+
+    greenlet = gevent.spawn(watch)
+
+    def stop() -> None:
+        greenlet.kill(block=True, timeout=1)
+
+    return stop

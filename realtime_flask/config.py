@@ -1,0 +1,156 @@
+"""``REALTIME_*`` settings: defaults in one place, validated once into a frozen Settings.
+
+Rule: every key the package reads is in ``DEFAULTS`` with its documentation in
+``DOCS``; the README table is generated from the same two mappings and a test
+keeps them in sync.  A bad value raises ConfigError at start-up, never on a
+request.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULTS", "DOCS", "Settings", "env_overrides"]
+
+DEFAULTS: t.Final[Mapping[str, object]] = {
+    "REALTIME_IDLE_TIMEOUT": 300.0,
+    "REALTIME_MAX_LIFETIME": 1800.0,
+    "REALTIME_KEEPALIVE_INTERVAL": 15.0,
+    "REALTIME_QUEUE_SIZE": 512,
+    "REALTIME_MAX_SUBSCRIPTIONS": 1000,
+    "REALTIME_MAX_TOPIC_LENGTH": 2500,
+    "REALTIME_REAPER_ENABLED": True,
+    "REALTIME_REAPER_INTERVAL": 5.0,
+    "REALTIME_CORS_ORIGIN": "*",
+    "REALTIME_PUBLISH_SECRET": "",
+    "REALTIME_HOST": "127.0.0.1",
+    "REALTIME_PORT": 8090,
+}
+
+DOCS: t.Final[Mapping[str, str]] = {
+    "REALTIME_IDLE_TIMEOUT": "Seconds without a delivered frame or an accepted POST after which "
+    "the idle reaper closes a stream (PocketBase: 300).",
+    "REALTIME_MAX_LIFETIME": "Seconds after which any stream is closed, active or not "
+    "(PocketBase: 1800). The SDK reconnects by itself.",
+    "REALTIME_KEEPALIVE_INTERVAL": "Seconds between `:ping` comment frames on a quiet stream; "
+    "they find dead peers and keep proxies open. They do not count as activity.",
+    "REALTIME_QUEUE_SIZE": "Frames a client may have queued; a client whose queue is full is "
+    "disconnected (it reconnects and resubscribes) so it never slows the others.",
+    "REALTIME_MAX_SUBSCRIPTIONS": "Most topics in one `POST /api/realtime` (PocketBase: 1000).",
+    "REALTIME_MAX_TOPIC_LENGTH": "Most characters in one topic (PocketBase: 2500).",
+    "REALTIME_REAPER_ENABLED": "Run the idle-reaper greenlet (tests turn it off and call "
+    "`RealtimeManager.reap()` with an injected clock).",
+    "REALTIME_REAPER_INTERVAL": "Seconds between two passes of the idle reaper.",
+    "REALTIME_CORS_ORIGIN": "`Access-Control-Allow-Origin` for the realtime routes "
+    "(PocketBase allows `*`); empty turns CORS headers off.",
+    "REALTIME_PUBLISH_SECRET": "Standalone service only: bearer secret for "
+    "`POST /api/realtime/publish`; empty (the default) disables that route.",
+    "REALTIME_HOST": "Interface `python wsgi.py` binds to.",
+    "REALTIME_PORT": "Port `python wsgi.py` listens on.",
+}
+
+
+def _number(key: str, value: object, kind: type[float] | type[int], minimum: float) -> t.Any:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    try:
+        number = kind(value)  # type: ignore[arg-type, call-overload]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError(f"{key} must be finite, got {value!r}")
+    if number < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value!r}")
+    return number
+
+
+def _flag(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{key} must be a boolean, got {value!r}")
+
+
+def _text(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated, immutable view of every ``REALTIME_*`` key."""
+
+    idle_timeout: float
+    max_lifetime: float
+    keepalive_interval: float
+    queue_size: int
+    max_subscriptions: int
+    max_topic_length: int
+    reaper_enabled: bool
+    reaper_interval: float
+    cors_origin: str
+    publish_secret: str
+    host: str
+    port: int
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, object]) -> Settings:
+        """Read ``REALTIME_*`` keys from ``cfg`` (Flask config), defaults for the rest."""
+        unknown = sorted(k for k in cfg if k.startswith("REALTIME_") and k not in DEFAULTS)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {sorted(DEFAULTS)}")
+
+        def get(key: str) -> object:
+            return cfg.get(key, DEFAULTS[key])
+
+        settings = cls(
+            idle_timeout=_number(
+                "REALTIME_IDLE_TIMEOUT", get("REALTIME_IDLE_TIMEOUT"), float, 0.001
+            ),
+            max_lifetime=_number(
+                "REALTIME_MAX_LIFETIME", get("REALTIME_MAX_LIFETIME"), float, 0.001
+            ),
+            keepalive_interval=_number(
+                "REALTIME_KEEPALIVE_INTERVAL", get("REALTIME_KEEPALIVE_INTERVAL"), float, 0.001
+            ),
+            queue_size=_number("REALTIME_QUEUE_SIZE", get("REALTIME_QUEUE_SIZE"), int, 1),
+            max_subscriptions=_number(
+                "REALTIME_MAX_SUBSCRIPTIONS", get("REALTIME_MAX_SUBSCRIPTIONS"), int, 0
+            ),
+            max_topic_length=_number(
+                "REALTIME_MAX_TOPIC_LENGTH", get("REALTIME_MAX_TOPIC_LENGTH"), int, 1
+            ),
+            reaper_enabled=_flag("REALTIME_REAPER_ENABLED", get("REALTIME_REAPER_ENABLED")),
+            reaper_interval=_number(
+                "REALTIME_REAPER_INTERVAL", get("REALTIME_REAPER_INTERVAL"), float, 0.001
+            ),
+            cors_origin=_text("REALTIME_CORS_ORIGIN", get("REALTIME_CORS_ORIGIN")),
+            publish_secret=_text("REALTIME_PUBLISH_SECRET", get("REALTIME_PUBLISH_SECRET")),
+            host=_text("REALTIME_HOST", get("REALTIME_HOST")),
+            port=_number("REALTIME_PORT", get("REALTIME_PORT"), int, 0),
+        )
+        if settings.port > 65535:
+            raise ConfigError(f"REALTIME_PORT must be <= 65535, got {settings.port!r}")
+        if settings.keepalive_interval >= settings.idle_timeout:
+            raise ConfigError(
+                "REALTIME_KEEPALIVE_INTERVAL must be shorter than REALTIME_IDLE_TIMEOUT "
+                f"({settings.keepalive_interval!r} >= {settings.idle_timeout!r})"
+            )
+        return settings
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    """The ``REALTIME_*`` variables of the process environment (strings, validated later)."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k in DEFAULTS}

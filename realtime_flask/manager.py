@@ -1,0 +1,460 @@
+"""RealtimeManager: the registry of connected realtime clients.
+
+Rules (break one and a slow or dead client can stall everybody):
+
+1. All registry state (``_clients``, ``_index``, each client's ``subscriptions``
+   and ``user``) is mutated only while holding ``_lock``.
+2. Nothing blocks while ``_lock`` is held: no IO, no logging, no encoding, no
+   queue puts.  Take a snapshot under the lock, act on it after.  Helpers that
+   expect the lock to be held are named ``_*_locked``.
+3. A client is closed through exactly one path, ``remove_client``: it leaves
+   the registry and every index entry, then its controller is closed so its
+   stream generator wakes up and ends.  It is idempotent.
+4. A publisher never waits for a client: frames go in with ``put_nowait``; a
+   full queue disconnects that client (it reconnects and resubscribes).
+5. Time comes from the injected ``clock``; the manager never sleeps.
+
+The primitives are the standard library's (``threading.Lock``/``Condition``):
+under ``gevent.monkey.patch_all()`` (every entry point applies it) they are
+cooperative, and without patching the same code is correct with real threads,
+which is what the unit tests use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import typing as t
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from nanoid import generate as _nanoid
+
+from . import sse
+from .errors import AccessDenied
+from .errors import BadRequest
+from .errors import ClientNotFound
+from .events import AuthUser
+from .events import Event
+from .events import same_auth
+from .topics import Subscription
+
+__all__ = [
+    "ClientQueue",
+    "DispatchResult",
+    "QueueClosed",
+    "Reaper",
+    "RealtimeClient",
+    "RealtimeManager",
+    "new_client_id",
+]
+
+logger = logging.getLogger(__name__)
+
+Clock = t.Callable[[], float]
+
+#: 40 characters from a 62-symbol alphabet: ~238 random bits, the shape of
+#: PocketBase's ``security.RandomString(40)`` client ids.
+CLIENT_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+CLIENT_ID_LENGTH = 40
+
+
+def new_client_id() -> str:
+    """A fresh unguessable client id (nanoid, 40 alphanumerics)."""
+    return str(_nanoid(CLIENT_ID_ALPHABET, CLIENT_ID_LENGTH))
+
+
+class QueueClosed(Exception):
+    """Raised by ``ClientQueue.get`` once the client has been closed."""
+
+
+class ClientQueue:
+    """The client's controller: a bounded frame queue with a close signal.
+
+    One producer side (``put_nowait``, never blocks) and one consumer, the
+    client's stream generator (``get``).  ``close`` wakes the consumer even when
+    the queue is full, which a sentinel item could not do.
+    """
+
+    __slots__ = ("_closed", "_cond", "_frames", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._frames: deque[bytes] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+
+    def put_nowait(self, frame: bytes) -> bool:
+        """Queue ``frame``; False when the queue is full or closed."""
+        with self._cond:
+            if self._closed or len(self._frames) >= self.maxsize:
+                return False
+            self._frames.append(frame)
+            self._cond.notify()
+            return True
+
+    def get(self, timeout: float | None) -> bytes | None:
+        """Every queued frame joined into one chunk, waiting up to ``timeout``.
+
+        Returns None when nothing arrived in time; raises QueueClosed once the
+        client is closed (frames still queued are dropped then).
+        """
+        with self._cond:
+            if not self._frames and not self._closed:
+                self._cond.wait(timeout)
+            if self._closed:
+                raise QueueClosed
+            if not self._frames:
+                return None
+            if len(self._frames) == 1:
+                return self._frames.popleft()
+            chunk = b"".join(self._frames)
+            self._frames.clear()
+            return chunk
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._frames.clear()
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def qsize(self) -> int:
+        return len(self._frames)
+
+
+class RealtimeClient:
+    """One connected stream.  Registry fields change only under the manager's lock."""
+
+    __slots__ = (
+        "close_reason",
+        "connected_at",
+        "controller",
+        "id",
+        "id_line",
+        "last_activity",
+        "remote_addr",
+        "subscriptions",
+        "user",
+    )
+
+    def __init__(
+        self, client_id: str, controller: ClientQueue, now: float, remote_addr: str | None
+    ) -> None:
+        self.id = client_id
+        self.controller = controller
+        self.subscriptions: tuple[Subscription, ...] = ()
+        self.user: AuthUser | None = None
+        self.last_activity = now
+        self.connected_at = now
+        self.remote_addr = remote_addr
+        self.close_reason: str | None = None
+        # PocketBase sends ``id:<clientId>`` on every frame; it is the only
+        # per-client part of a frame, so it is encoded once here.
+        self.id_line = sse.format_id_line(client_id)
+
+    def connect_frame(self) -> bytes:
+        """The PB_CONNECT frame: ``id`` and ``data.clientId`` are the same id."""
+        return self.id_line + sse.format_event_body("PB_CONNECT", {"clientId": self.id})
+
+    def __repr__(self) -> str:
+        return f"<RealtimeClient {self.id!r} topics={len(self.subscriptions)}>"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchResult:
+    """What one ``dispatch`` did: frames queued, clients reached, clients dropped."""
+
+    frames: int
+    clients: int
+    dropped: int
+
+
+class RealtimeManager:
+    """Lock-protected registry of realtime clients, their queues and topics.
+
+    :param queue_size: frames a client may have queued before it is dropped.
+    :param idle_timeout: seconds without activity before ``reap`` closes a client.
+    :param max_lifetime: seconds after which ``reap`` closes any client.
+    :param clock: monotonic seconds; injected so tests drive time.
+    :param id_factory: makes client ids (tests may pin them).
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_size: int = 512,
+        idle_timeout: float = 300.0,
+        max_lifetime: float = 1800.0,
+        clock: Clock = time.monotonic,
+        id_factory: t.Callable[[], str] = new_client_id,
+    ) -> None:
+        self.queue_size = queue_size
+        self.idle_timeout = idle_timeout
+        self.max_lifetime = max_lifetime
+        self.clock = clock
+        self._id_factory = id_factory
+        self._lock = threading.Lock()
+        self._clients: dict[str, RealtimeClient] = {}
+        # collection name or id as written in a topic -> client id -> that
+        # client's subscriptions on that collection.
+        self._index: dict[str, dict[str, tuple[Subscription, ...]]] = {}
+        self.dropped_slow = 0
+        self.reaped_idle = 0
+        self.reaped_lifetime = 0
+
+    # -- registry ---------------------------------------------------------------
+
+    def register_client(self, *, remote_addr: str | None = None) -> RealtimeClient:
+        """Create and register a new client with an empty queue and no topics."""
+        now = self.clock()
+        controller = ClientQueue(self.queue_size)
+        while True:
+            client = RealtimeClient(self._id_factory(), controller, now, remote_addr)
+            with self._lock:
+                if client.id not in self._clients:
+                    self._clients[client.id] = client
+                    return client
+
+    def remove_client(self, client_id: str, reason: str = "removed") -> bool:
+        """Close a client: the single close path.  False if it was already gone."""
+        with self._lock:
+            client = self._clients.pop(client_id, None)
+            if client is None:
+                return False
+            self._unindex_locked(client)
+            client.subscriptions = ()
+            client.close_reason = reason
+        client.controller.close()
+        logger.debug("realtime client %s closed: %s", client_id, reason)
+        return True
+
+    def get_client(self, client_id: str) -> RealtimeClient | None:
+        with self._lock:
+            return self._clients.get(client_id)
+
+    def get_client_count(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def client_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._clients)
+
+    def index_size(self) -> int:
+        """Number of (collection, client) index entries; 0 once every client is gone."""
+        with self._lock:
+            return sum(len(bucket) for bucket in self._index.values())
+
+    def set_client_auth(self, client_id: str, user: AuthUser | None) -> None:
+        with self._lock:
+            self._require_locked(client_id).user = user
+
+    def set_subscriptions(self, client_id: str, subscriptions: Iterable[Subscription]) -> None:
+        """Replace the client's whole topic set (PocketBase's replace semantics)."""
+        subs = _dedupe(subscriptions)
+        with self._lock:
+            client = self._require_locked(client_id)
+            self._unindex_locked(client)
+            client.subscriptions = subs
+            self._index_locked(client)
+
+    def update_activity(self, client_id: str) -> None:
+        """Mark the client active now (a delivered frame or an accepted POST)."""
+        now = self.clock()
+        with self._lock:
+            client = self._clients.get(client_id)
+            if client is not None:
+                client.last_activity = now
+
+    def subscribe(
+        self,
+        client_id: str,
+        subscriptions: Iterable[Subscription],
+        user: AuthUser | None,
+        *,
+        remote_addr: str | None = None,
+        check_addr: bool = False,
+    ) -> RealtimeClient:
+        """Apply one accepted ``POST /api/realtime`` atomically.
+
+        Checks in PocketBase's order: the client exists (ClientNotFound), the
+        POST comes from the stream's address when ``check_addr`` (BadRequest),
+        the auth transition is allowed (AccessDenied: guest->guest, guest->X and
+        X->X only).  On any failure nothing changes.  On success the auth is
+        stored (refreshed even when unchanged), the topics replaced and the
+        client marked active.
+        """
+        subs = _dedupe(subscriptions)
+        now = self.clock()
+        with self._lock:
+            client = self._require_locked(client_id)
+            if check_addr and client.remote_addr != remote_addr:
+                raise BadRequest("Invalid realtime client.")
+            if client.user is not None and not same_auth(client.user, user):
+                raise AccessDenied()
+            client.user = user
+            self._unindex_locked(client)
+            client.subscriptions = subs
+            self._index_locked(client)
+            client.last_activity = now
+            return client
+
+    def _require_locked(self, client_id: str) -> RealtimeClient:
+        client = self._clients.get(client_id)
+        if client is None:
+            raise ClientNotFound()
+        return client
+
+    def _index_locked(self, client: RealtimeClient) -> None:
+        by_collection: dict[str, list[Subscription]] = {}
+        for sub in client.subscriptions:
+            by_collection.setdefault(sub.collection, []).append(sub)
+        for collection, subs in by_collection.items():
+            self._index.setdefault(collection, {})[client.id] = tuple(subs)
+
+    def _unindex_locked(self, client: RealtimeClient) -> None:
+        for collection in {sub.collection for sub in client.subscriptions}:
+            bucket = self._index.get(collection)
+            if bucket is None:
+                continue
+            bucket.pop(client.id, None)
+            if not bucket:
+                del self._index[collection]
+
+    # -- fan-out ----------------------------------------------------------------
+
+    def dispatch(self, event: Event) -> DispatchResult:
+        """Queue one frame per matching subscription of every subscribed client.
+
+        Only clients in the topic index for the event's collection (name or id)
+        are looked at.  The payload JSON and each distinct ``event:`` line are
+        encoded once and shared; only the client's ``id:`` line is per client.
+        """
+        record_id = event.record_id
+        with self._lock:
+            candidates: list[tuple[RealtimeClient, tuple[Subscription, ...]]] = []
+            for name in event.names:
+                bucket = self._index.get(name)
+                if bucket:
+                    candidates.extend((self._clients[cid], subs) for cid, subs in bucket.items())
+        if not candidates:
+            return DispatchResult(0, 0, 0)
+
+        data_lines = sse.format_data(event.payload())
+        bodies: dict[str, bytes] = {}
+        per_client: dict[str, list[bytes]] = {}
+        clients: dict[str, RealtimeClient] = {}
+        for client, subs in candidates:
+            for sub in subs:
+                if sub.record_id is not None and sub.record_id != record_id:
+                    continue
+                body = bodies.get(sub.raw)
+                if body is None:
+                    body = bodies[sub.raw] = sse.format_field("event", sub.raw) + data_lines + b"\n"
+                per_client.setdefault(client.id, []).append(client.id_line + body)
+                clients[client.id] = client
+
+        frames = dropped = 0
+        for client_id, client_frames in per_client.items():
+            client = clients[client_id]
+            for frame in client_frames:
+                if not client.controller.put_nowait(frame):
+                    if self.remove_client(client_id, reason="slow consumer: queue full"):
+                        with self._lock:
+                            self.dropped_slow += 1
+                        dropped += 1
+                        logger.warning(
+                            "realtime client %s dropped: queue of %d frames is full",
+                            client_id,
+                            self.queue_size,
+                        )
+                    break
+                frames += 1
+        return DispatchResult(frames=frames, clients=len(per_client) - dropped, dropped=dropped)
+
+    # -- lifetime ---------------------------------------------------------------
+
+    def reap(self, now: float | None = None) -> list[str]:
+        """Close clients idle longer than ``idle_timeout`` or older than ``max_lifetime``."""
+        now = self.clock() if now is None else now
+        idle: list[str] = []
+        old: list[str] = []
+        with self._lock:
+            for client in self._clients.values():
+                if now - client.connected_at >= self.max_lifetime:
+                    old.append(client.id)
+                elif now - client.last_activity >= self.idle_timeout:
+                    idle.append(client.id)
+        closed = [cid for cid in old if self.remove_client(cid, reason="max lifetime reached")]
+        closed_idle = [cid for cid in idle if self.remove_client(cid, reason="idle timeout")]
+        with self._lock:
+            self.reaped_lifetime += len(closed)
+            self.reaped_idle += len(closed_idle)
+        return closed + closed_idle
+
+    def close_all(self, reason: str = "server shutdown") -> int:
+        """Close every client (graceful shutdown); returns how many were open."""
+        return sum(1 for cid in self.client_ids() if self.remove_client(cid, reason=reason))
+
+
+def _dedupe(subscriptions: Iterable[Subscription]) -> tuple[Subscription, ...]:
+    seen: set[str] = set()
+    out: list[Subscription] = []
+    for sub in subscriptions:
+        if sub.raw and sub.raw not in seen:
+            seen.add(sub.raw)
+            out.append(sub)
+    return tuple(out)
+
+
+class Reaper:
+    """The idle-reaper loop: ``manager.reap()`` every ``interval`` seconds until stopped.
+
+    ``start`` runs it through ``spawn`` (a daemon thread by default, which is a
+    greenlet under gevent's monkey-patching); ``stop`` interrupts the wait at
+    once instead of sleeping out a period.
+    """
+
+    def __init__(
+        self,
+        manager: RealtimeManager,
+        interval: float,
+        *,
+        spawn: t.Callable[[t.Callable[[], None]], object] | None = None,
+    ) -> None:
+        self.manager = manager
+        self.interval = interval
+        self._spawn = spawn or _spawn_daemon
+        self._stop = threading.Event()
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._spawn(self.run)
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+    def tick(self) -> list[str]:
+        try:
+            return self.manager.reap()
+        except Exception:
+            logger.exception("realtime idle reaper pass failed")
+            return []
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _spawn_daemon(target: t.Callable[[], None]) -> object:
+    thread = threading.Thread(target=target, name="realtime-reaper", daemon=True)
+    thread.start()
+    return thread
