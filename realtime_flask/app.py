@@ -16,6 +16,7 @@ from .api import http_error_response
 from .api.publish import bp as publish_bp
 from .config import env_overrides
 from .extension import Realtime
+from .extension import get_state
 
 __all__ = ["create_app"]
 
@@ -36,6 +37,18 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
 
     @app.get("/api/health")
     def health() -> dict[str, object]:
-        return {"code": 200, "message": "API is healthy.", "data": {}}
+        manager = get_state(app).manager
+        return {
+            "code": 200,
+            "message": "API is healthy.",
+            "data": {
+                "realtime": {
+                    "clients": manager.get_client_count(),
+                    "droppedSlow": manager.dropped_slow,
+                    "reapedIdle": manager.reaped_idle,
+                    "reapedLifetime": manager.reaped_lifetime,
+                }
+            },
+        }
 
     return app

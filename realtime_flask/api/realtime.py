@@ -65,6 +65,7 @@ def _cors(response: Response) -> Response:
         response.headers["Access-Control-Allow-Origin"] = origin
         if request.method == "OPTIONS":
             response.status_code = 204
+            response.headers.pop("Content-Type", None)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             requested = request.headers.get("Access-Control-Request-Headers")
             if requested:

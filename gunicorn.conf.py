@@ -1,0 +1,16 @@
+# gunicorn reads this file from the working directory: `gunicorn wsgi:app`.
+# Command-line flags win over these values.
+from realtime_flask.gunicorn_hooks import post_worker_init  # noqa: F401
+
+worker_class = "gevent"
+# Each open realtime stream holds one connection of its worker.
+worker_connections = 1000
+# gevent workers heartbeat the arbiter while streams are open, so this is not a
+# request timeout; long-lived streams are fine.
+timeout = 30
+# Streams are closed on SIGTERM by post_worker_init, so shutdown is quick;
+# this bounds any other request still in flight.
+graceful_timeout = 10
+# gunicorn 23+ opens a control socket at one fixed path per user; several
+# services (or test servers) on one machine would fight over it.
+control_socket_disable = True
