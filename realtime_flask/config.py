@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULTS", "DOCS", "Settings", "env_overrides"]
+__all__ = ["DEFAULTS", "DOCS", "Settings", "env_overrides", "markdown_table"]
 
 DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_IDLE_TIMEOUT": 300.0,
@@ -154,3 +154,16 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, object]
     """The ``REALTIME_*`` variables of the process environment (strings, validated later)."""
     source = os.environ if environ is None else environ
     return {k: v for k, v in source.items() if k in DEFAULTS}
+
+
+def markdown_table() -> str:
+    """The README's settings table, rendered from DEFAULTS and DOCS."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default in DEFAULTS.items():
+        shown = (
+            "(empty)"
+            if default == ""
+            else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        )
+        rows.append(f"| `{key}` | {shown} | {DOCS[key]} |")
+    return "\n".join(rows)

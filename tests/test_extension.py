@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask import Flask
+
+from realtime_flask import Realtime
+from realtime_flask.broker import MemoryBroker
+from realtime_flask.events import InvalidEvent
+from realtime_flask.extension import get_state
+from realtime_flask.testing import TestEventStream
+
+CONFIG = {"TESTING": True, "REALTIME_REAPER_ENABLED": False, "REALTIME_KEEPALIVE_INTERVAL": 0.05}
+
+
+def make_app(realtime: Realtime) -> Flask:
+    app = Flask("user_app")
+    app.config.update(CONFIG)
+    realtime.init_app(app)
+    return app
+
+
+def test_init_app_registers_state_and_routes() -> None:
+    realtime = Realtime()
+    app = make_app(realtime)
+    state = get_state(app)
+    assert app.extensions["realtime"] is state
+    assert state.reaper is None
+    assert {r.rule for r in app.url_map.iter_rules()} >= {"/api/realtime"}
+    # the extension object is app-agnostic: a second app gets its own state
+    other = make_app(realtime)
+    assert get_state(other) is not state
+    state.shutdown()
+    get_state(other).shutdown()
+
+
+def test_constructor_form_and_custom_broker() -> None:
+    app = Flask("user_app")
+    app.config.update(CONFIG)
+    broker = MemoryBroker(history_size=4)
+    Realtime(app, broker=broker)
+    assert get_state(app).broker is broker
+    get_state(app).shutdown()
+
+
+def test_broadcast_from_app_code_reaches_subscribers() -> None:
+    realtime = Realtime()
+    app = make_app(realtime)
+    client = app.test_client()
+    stream = TestEventStream(client.get("/api/realtime", buffered=False))
+    cid = stream.next_event().id
+    topics = ["posts/*", "posts/abc", "posts", "pbc_posts/*", "posts/other", "users/*"]
+    assert (
+        client.post("/api/realtime", json={"clientId": cid, "subscriptions": topics}).status_code
+        == 204
+    )
+    with app.app_context():
+        event = realtime.broadcast(
+            "posts", "update", {"id": "abc", "title": "x"}, collection_id="pbc_posts"
+        )
+    assert event.id == "1"
+    received = stream.next_events(4)
+    assert sorted(e.event for e in received) == sorted(
+        ["posts/*", "posts/abc", "posts", "pbc_posts/*"]
+    )
+    for e in received:
+        assert json.loads(e.data) == {"record": {"id": "abc", "title": "x"}, "action": "update"}
+    # with an explicit app, outside any context
+    realtime.broadcast("users", "delete", {"id": "u1"}, app=app)
+    assert stream.next_event().event == "users/*"
+    stream.close()
+    get_state(app).shutdown()
+
+
+@pytest.mark.parametrize(
+    ("collection", "action", "record"),
+    [
+        ("posts", "upsert", {}),
+        ("", "create", {}),
+        ("a?b", "create", {}),
+        ("p", "create", {"id": 1}),
+    ],
+)
+def test_broadcast_rejects_bad_events(
+    collection: str, action: str, record: dict[str, object]
+) -> None:
+    realtime = Realtime()
+    app = make_app(realtime)
+    with pytest.raises(InvalidEvent):
+        realtime.broadcast(collection, action, record, app=app)
+    get_state(app).shutdown()
+
+
+def test_get_state_without_init() -> None:
+    with pytest.raises(RuntimeError, match="not initialised"):
+        get_state(Flask("bare"))
+
+
+def test_shutdown_closes_streams() -> None:
+    realtime = Realtime()
+    app = make_app(realtime)
+    client = app.test_client()
+    stream = TestEventStream(client.get("/api/realtime", buffered=False))
+    stream.next_event()
+    assert get_state(app).shutdown() == 1
+    assert stream.wait_closed() == []

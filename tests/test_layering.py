@@ -1,0 +1,51 @@
+"""The pure core imports no framework: enforced, not hoped for."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+PURE = ["errors", "sse", "topics", "events"]
+FRAMEWORKS = ("flask", "werkzeug", "gevent", "redis")
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_module_imports_no_framework(module: str) -> None:
+    code = (
+        f"import sys, realtime_flask.{module}; "
+        f"print(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["manager", "broker", "config"])
+def test_core_imports_no_flask_or_redis(module: str) -> None:
+    code = (
+        f"import sys, realtime_flask.{module}; "
+        "print(sorted(m for m in ('flask', 'werkzeug', 'redis') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_library_never_monkey_patches() -> None:
+    code = (
+        "import realtime_flask.app, realtime_flask.api.realtime, realtime_flask.serve, "
+        "realtime_flask.gunicorn_hooks\n"
+        "from gevent import monkey\n"
+        "print(monkey.is_module_patched('socket'), monkey.is_module_patched('threading'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+def test_public_names_resolve_lazily() -> None:
+    import realtime_flask
+
+    for name in realtime_flask.__all__:
+        assert getattr(realtime_flask, name) is not None
+    with pytest.raises(AttributeError):
+        realtime_flask.nope  # noqa: B018
