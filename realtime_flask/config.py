@@ -42,7 +42,7 @@ DOCS: t.Final[Mapping[str, str]] = {
     "REALTIME_QUEUE_SIZE": "Frames a client may have queued; a client whose queue is full is "
     "disconnected (it reconnects and resubscribes) so it never slows the others.",
     "REALTIME_MAX_SUBSCRIPTIONS": "Most topics in one `POST /api/realtime` (PocketBase: 1000).",
-    "REALTIME_MAX_TOPIC_LENGTH": "Most characters in one topic (PocketBase: 2500).",
+    "REALTIME_MAX_TOPIC_LENGTH": "Most UTF-8 bytes in one topic (PocketBase: 2500).",
     "REALTIME_REAPER_ENABLED": "Run the idle-reaper greenlet (tests turn it off and call "
     "`RealtimeManager.reap()` with an injected clock).",
     "REALTIME_REAPER_INTERVAL": "Seconds between two passes of the idle reaper.",

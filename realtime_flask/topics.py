@@ -247,6 +247,8 @@ def validate_subscribe_request(
     a list of ``str``.  Returns the client id and the parsed topics (empty ones
     skipped, duplicates collapsed in first-occurrence order; no
     ``subscriptions`` means none, which clears the client's topics).
+    ``max_subscriptions`` and ``max_topic_length`` (UTF-8 bytes) default to
+    PocketBase's limits; the client id limit is fixed at 255 bytes.
 
     Raises :class:`~realtime_flask.errors.BadRequest` (generic, empty
     ``data``) for a value of the wrong type and

@@ -176,3 +176,18 @@ class TestPublishRoute:
         response = app.test_client().post("/api/realtime/publish", json={})
         assert response.status_code == 404
         get_state(app).shutdown()
+
+
+def test_json_body_null_and_case_insensitive_keys(client: FlaskClient) -> None:
+    response = client.post("/api/realtime", data=b"null", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json is not None
+    assert response.json["data"] == {
+        "clientId": {"code": "validation_required", "message": "Cannot be blank."}
+    }
+    stream, cid = connect(client)
+    response = client.post("/api/realtime", json={"ClientID": cid, "SUBSCRIPTIONS": ["posts/*"]})
+    assert response.status_code == 204
+    publish(client, "posts", "create", {"id": "r1"})
+    assert stream.next_event().event == "posts/*"
+    stream.close()

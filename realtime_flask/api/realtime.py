@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("realtime", __name__)
 
 KEEPALIVE_FRAME: t.Final[bytes] = sse.format_sse_comment("ping")
-#: Upper bound of a subscriptions POST: 1000 topics of 2500 characters, JSON
+#: Upper bound of a subscriptions POST: 1000 topics of 2500 bytes, JSON
 #: escaped, fit well below this.
 MAX_BODY_BYTES: t.Final[int] = 16 * 1024 * 1024
 #: WSGI environ keys under which servers expose the connection's socket.
@@ -154,9 +154,11 @@ def _read_body() -> dict[str, object]:
             body = json.loads(raw)
         except ValueError:
             raise BadRequest() from None
+        if body is None:  # Go's decoder leaves the struct empty for `null`
+            return {}
         if not isinstance(body, dict):
             raise BadRequest()
-        return body
+        return _fold_keys(body)
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form = request.form
         out: dict[str, object] = {}
@@ -166,6 +168,19 @@ def _read_body() -> dict[str, object]:
             out["subscriptions"] = form.getlist("subscriptions")
         return out
     return {}
+
+
+def _fold_keys(body: dict[str, object]) -> dict[str, object]:
+    """Match body keys case-insensitively, as Go's JSON decoder does (exact key wins)."""
+    out: dict[str, object] = {}
+    for name in ("clientId", "subscriptions"):
+        if name in body:
+            out[name] = body[name]
+            continue
+        for key, value in body.items():
+            if key.lower() == name.lower():
+                out[name] = value
+    return out
 
 
 def _watch_peer_eof(
