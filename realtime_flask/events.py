@@ -61,6 +61,9 @@ class Event:
     record: t.Mapping[str, object]
     collection_id: str = ""
     id: str = ""
+    #: The full stored record (hidden fields included) when the event comes
+    #: from the record store: what rules are evaluated on.  Never sent as is.
+    stored: t.Mapping[str, object] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.collection, str) or not self.collection:

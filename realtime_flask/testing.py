@@ -15,8 +15,10 @@ and raise ``TimeoutError`` listing what they did receive.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
+import struct
 import time
 import typing as t
 from collections import deque
@@ -92,6 +94,12 @@ class EventStream:
 class HTTPEventStream(EventStream):
     """``GET`` an SSE endpoint over a real socket.
 
+    The HTTP/1.1 response is read straight off the socket (status line,
+    headers, then the chunked body decoded incrementally), so a read that
+    times out leaves the stream usable for the next one.  ``ended_cleanly``
+    turns true when the server finished the body with its last chunk, as
+    opposed to a cut connection.
+
     :param source_address: bind the client socket (e.g. ``("127.0.0.2", 0)``)
         to appear from another loopback address.
     """
@@ -106,39 +114,97 @@ class HTTPEventStream(EventStream):
         connect_timeout: float = 10.0,
         source_address: tuple[str, int] | None = None,
     ) -> None:
-        self.conn = http.client.HTTPConnection(
-            host, port, timeout=connect_timeout, source_address=source_address
+        self.sock = socket.create_connection(
+            (host, port), timeout=connect_timeout, source_address=source_address
         )
-        self.conn.request("GET", path, headers={"Accept": "text/event-stream", **(headers or {})})
-        self.response = self.conn.getresponse()
-        self.status = self.response.status
-        self.headers = self.response.headers
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: text/event-stream"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self._buffer = bytearray()
+        self._chunk_left = 0  # bytes left in the current chunk
+        self._chunked = False
+        self.ended_cleanly = False
+        head = self._read_head(connect_timeout)
+        status_line, _, header_block = head.partition(b"\r\n")
+        self.version, status, *_ = status_line.decode("latin-1").split(" ", 2)
+        self.status = int(status)
+        self.headers: http.client.HTTPMessage = http.client.parse_headers(
+            io.BytesIO(header_block + b"\r\n")
+        )
+        self._chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         super().__init__(self._read)
 
-    def _read(self, timeout: float) -> bytes | None:
-        sock = self.conn.sock
-        if sock is None:
-            return b""
-        sock.settimeout(max(timeout, 0.001))
+    def _recv(self, timeout: float) -> bytes | None:
+        self.sock.settimeout(max(timeout, 0.001))
         try:
-            return self.response.read1(65536)
+            return self.sock.recv(65536)
         except TimeoutError:
             return None
-        except (http.client.IncompleteRead, ConnectionError):
+        except OSError:
             return b""
+
+    def _read_head(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self._buffer:
+            data = self._recv(deadline - time.monotonic())
+            if not data:
+                raise (
+                    TimeoutError("no complete response head")
+                    if data is None
+                    else ConnectionError("connection closed before the response head")
+                )
+            self._buffer += data
+        head, _, rest = bytes(self._buffer).partition(b"\r\n\r\n")
+        self._buffer = bytearray(rest)
+        return head
+
+    def _read(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self._decode()
+            if body or self.ended_cleanly:
+                return body
+            data = self._recv(deadline - time.monotonic())
+            if data is None or not data:
+                return data
+            self._buffer += data
+
+    def _decode(self) -> bytes:
+        """Body bytes available in the buffer (chunk framing removed)."""
+        if not self._chunked:
+            out = bytes(self._buffer)
+            self._buffer.clear()
+            return out
+        out = bytearray()
+        while self._buffer:
+            if self._chunk_left:
+                take = min(self._chunk_left, len(self._buffer))
+                out += self._buffer[:take]
+                del self._buffer[:take]
+                self._chunk_left -= take
+                continue
+            if self._buffer.startswith(b"\r\n"):
+                del self._buffer[:2]
+                continue
+            line_end = self._buffer.find(b"\r\n")
+            if line_end < 0:
+                break
+            size = int(bytes(self._buffer[:line_end]).split(b";")[0], 16)
+            if size == 0:
+                self.ended_cleanly = True
+                self._buffer.clear()
+                break
+            del self._buffer[: line_end + 2]
+            self._chunk_left = size
+        return bytes(out)
 
     def abort(self) -> None:
         """Drop the TCP connection abruptly (RST), as a crashed client would."""
-        sock = self.conn.sock
-        if sock is not None:
-            sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close()
 
     def close(self) -> None:
-        self.response.close()
-        self.conn.close()
+        self.sock.close()
 
     def __enter__(self) -> HTTPEventStream:
         return self

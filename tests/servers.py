@@ -107,7 +107,9 @@ class GunicornServer:
         self.workers = workers
         self.startup_timeout = startup_timeout
         self.extra_args = tuple(extra_args)
-        self.env: dict[str, str] = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
+        self.env: dict[str, str] = {
+            k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")
+        }
         self.env["REALTIME_PUBLISH_SECRET"] = secret
         self.env.update(env or {})
         self.secret = self.env["REALTIME_PUBLISH_SECRET"]
