@@ -172,9 +172,9 @@ class HTTPEventStream(EventStream):
     def _decode(self) -> bytes:
         """Body bytes available in the buffer (chunk framing removed)."""
         if not self._chunked:
-            out = bytes(self._buffer)
+            raw = bytes(self._buffer)
             self._buffer.clear()
-            return out
+            return raw
         out = bytearray()
         while self._buffer:
             if self._chunk_left:
