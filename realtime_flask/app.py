@@ -2,27 +2,93 @@
 
 Order as in the Flask tutorial: defaults, then ``REALTIME_*`` environment
 variables, then the ``config`` passed in, then extensions, then blueprints.
+The service is the extension plus the embedded record store: every committed
+write of the records API is published as a realtime event.
 """
 
 from __future__ import annotations
 
+import sys
 import typing as t
 from collections.abc import Mapping
+from pathlib import Path
 
 from flask import Flask
+from flask import Request
+from flask import Response
+from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+from .access import StoreVisibility
 from .api import http_error_response
 from .api.publish import bp as publish_bp
+from .api.records import STORE_KEY
+from .api.records import bp as records_bp
+from .auth import Blocking
+from .auth import Passwords
+from .auth import token_from_header
 from .config import env_overrides
+from .events import AuthUser
 from .extension import Realtime
 from .extension import get_state
+from .schema import SUPERUSERS
+from .schema import Schema
+from .schema import default_schema
+from .schema import load_schema_file
+from .store import RecordStore
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "open_store"]
+
+
+def _blocking_runner() -> Blocking | None:
+    """Run CPU-heavy hashing in gevent's thread pool when the process is patched."""
+    if "gevent" not in sys.modules:
+        return None
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        return None
+    import gevent
+
+    def run(fn: t.Callable[[], bytes]) -> bytes:
+        return t.cast(bytes, gevent.get_hub().threadpool.apply(fn))
+
+    return run
+
+
+def open_store(app: Flask) -> RecordStore:
+    """The app's record store, built from ``REALTIME_SCHEMA`` and ``REALTIME_DATA_DIR``."""
+    settings = get_state(app).settings
+    schema: Schema = load_schema_file(settings.schema) if settings.schema else default_schema()
+    if settings.data_dir == ":memory:":
+        path = ":memory:"
+    else:
+        folder = Path(settings.data_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = str(folder / "data.db")
+    return RecordStore(
+        schema,
+        path,
+        on_event=get_state(app).publish,
+        passwords=Passwords(_blocking_runner()),
+    )
+
+
+def store_auth_resolver(store: RecordStore) -> t.Callable[[Request], AuthUser | None]:
+    """Realtime POSTs authenticate with the store's tokens (raw or Bearer; bad = guest)."""
+
+    def resolve(request: Request) -> AuthUser | None:
+        found = store.auth_from_token(token_from_header(request.headers.get("Authorization")))
+        if found is None:
+            return None
+        coll, record = found
+        return AuthUser(coll.id, record["id"], coll.name, record, coll.name == SUPERUSERS)
+
+    return resolve
 
 
 def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
-    """Build the standalone service: realtime routes plus the publish route.
+    """Build the standalone service: realtime, records/auth API and the publish route.
 
     :param config: Flask config overrides (``REALTIME_*`` keys and others);
         they win over ``REALTIME_*`` environment variables.
@@ -32,8 +98,13 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     Realtime(app)
+    store = app.extensions[STORE_KEY] = open_store(app)
+    state = get_state(app)
+    state.visibility = StoreVisibility(store)
+    state.auth_resolver = store_auth_resolver(store)
+    app.register_blueprint(records_bp)
     app.register_blueprint(publish_bp)
-    app.register_error_handler(HTTPException, http_error_response)
+    app.register_error_handler(HTTPException, _app_http_error)
 
     @app.get("/api/health")
     def health() -> dict[str, object]:
@@ -52,3 +123,10 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
         }
 
     return app
+
+
+def _app_http_error(exc: HTTPException) -> tuple[Response, int]:
+    """Unknown routes and wrong methods: PocketBase's ``File not found.`` 404."""
+    if exc.code in (404, 405):
+        return jsonify({"data": {}, "message": "File not found.", "status": 404}), 404
+    return http_error_response(exc)

@@ -28,6 +28,8 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_REAPER_INTERVAL": 5.0,
     "REALTIME_CORS_ORIGIN": "*",
     "REALTIME_PUBLISH_SECRET": "",
+    "REALTIME_SCHEMA": "",
+    "REALTIME_DATA_DIR": "rf_data",
     "REALTIME_HOST": "127.0.0.1",
     "REALTIME_PORT": 8090,
 }
@@ -50,6 +52,10 @@ DOCS: t.Final[Mapping[str, str]] = {
     "(PocketBase allows `*`); empty turns CORS headers off.",
     "REALTIME_PUBLISH_SECRET": "Standalone service only: bearer secret for "
     "`POST /api/realtime/publish`; empty (the default) disables that route.",
+    "REALTIME_SCHEMA": "Standalone service: a collections JSON file in PocketBase's export "
+    "shape; empty uses the built-in `users` (auth) and `posts` collections.",
+    "REALTIME_DATA_DIR": "Standalone service: folder of the SQLite database (`data.db`, WAL "
+    "mode); `:memory:` keeps records in memory (tests).",
     "REALTIME_HOST": "Interface `python wsgi.py` binds to.",
     "REALTIME_PORT": "Port `python wsgi.py` listens on.",
 }
@@ -101,6 +107,8 @@ class Settings:
     reaper_interval: float
     cors_origin: str
     publish_secret: str
+    schema: str
+    data_dir: str
     host: str
     port: int
 
@@ -137,6 +145,8 @@ class Settings:
             ),
             cors_origin=_text("REALTIME_CORS_ORIGIN", get("REALTIME_CORS_ORIGIN")),
             publish_secret=_text("REALTIME_PUBLISH_SECRET", get("REALTIME_PUBLISH_SECRET")),
+            schema=_text("REALTIME_SCHEMA", get("REALTIME_SCHEMA")),
+            data_dir=_text("REALTIME_DATA_DIR", get("REALTIME_DATA_DIR")),
             host=_text("REALTIME_HOST", get("REALTIME_HOST")),
             port=_number("REALTIME_PORT", get("REALTIME_PORT"), int, 0),
         )

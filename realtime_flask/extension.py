@@ -19,8 +19,12 @@ from .broker import MemoryBroker
 from .config import Settings
 from .events import AuthUser
 from .events import Event
+from .manager import DispatchResult
 from .manager import RealtimeManager
 from .manager import Reaper
+
+if t.TYPE_CHECKING:
+    from .access import Visibility
 
 __all__ = ["AuthResolver", "Realtime", "RealtimeState", "get_state"]
 
@@ -43,9 +47,16 @@ class RealtimeState:
     broker: Broker
     reaper: Reaper | None
     auth_resolver: AuthResolver
+    visibility: Visibility | None = None
 
     def publish(self, event: Event) -> Event:
         return self.broker.publish(event)
+
+    def deliver(self, event: Event) -> DispatchResult:
+        """The broker's handler: auth side effects, then the rule-filtered fan-out."""
+        self.manager.apply_auth_change(event)
+        view = None if self.visibility is None else self.visibility.begin(event)
+        return self.manager.dispatch(event, view)
 
     def shutdown(self) -> int:
         """Stop the reaper and close every stream cleanly; returns streams closed."""
@@ -73,6 +84,8 @@ class Realtime:
     :param broker: the event broker; a process-local MemoryBroker by default.
     :param auth_resolver: maps a request to its AuthUser (None = guest); every
         request is a guest by default.
+    :param visibility: who sees which event (``realtime_flask.access``), e.g.
+        ``PythonRules({...})``; by default every subscriber sees every event.
     """
 
     def __init__(
@@ -81,9 +94,11 @@ class Realtime:
         *,
         broker: Broker | None = None,
         auth_resolver: AuthResolver | None = None,
+        visibility: Visibility | None = None,
     ) -> None:
         self._broker = broker
         self._auth_resolver = auth_resolver
+        self._visibility = visibility
         if app is not None:
             self.init_app(app)
 
@@ -97,7 +112,6 @@ class Realtime:
             max_lifetime=settings.max_lifetime,
         )
         broker = self._broker if self._broker is not None else MemoryBroker()
-        broker.subscribe(manager.dispatch)
         reaper = Reaper(manager, settings.reaper_interval) if settings.reaper_enabled else None
         state = RealtimeState(
             settings=settings,
@@ -105,7 +119,9 @@ class Realtime:
             broker=broker,
             reaper=reaper,
             auth_resolver=self._auth_resolver or _guest,
+            visibility=self._visibility,
         )
+        broker.subscribe(state.deliver)
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(bp)
         if reaper is not None:

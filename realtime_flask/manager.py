@@ -41,6 +41,9 @@ from .events import Event
 from .events import same_auth
 from .topics import Subscription
 
+if t.TYPE_CHECKING:
+    from .access import EventView
+
 __all__ = [
     "ClientQueue",
     "DispatchResult",
@@ -329,34 +332,47 @@ class RealtimeManager:
 
     # -- fan-out ----------------------------------------------------------------
 
-    def dispatch(self, event: Event) -> DispatchResult:
-        """Queue one frame per matching subscription of every subscribed client.
+    def dispatch(self, event: Event, view: EventView | None = None) -> DispatchResult:
+        """Queue one frame per visible matching subscription of every subscribed client.
 
         Only clients in the topic index for the event's collection (name or id)
-        are looked at.  The payload JSON and each distinct ``event:`` line are
-        encoded once and shared; only the client's ``id:`` line is per client.
+        are looked at.  ``view`` (see ``realtime_flask.access``) decides per
+        (auth, subscription) whether a frame goes out and with which ``data:``
+        bytes; without one every subscriber gets the event as published.  Each
+        distinct payload and each distinct ``event:`` line is encoded once and
+        shared; only the client's ``id:`` line is per client.
         """
         record_id = event.record_id
         with self._lock:
-            candidates: list[tuple[RealtimeClient, tuple[Subscription, ...]]] = []
+            candidates: list[tuple[RealtimeClient, AuthUser | None, tuple[Subscription, ...]]] = []
             for name in event.names:
                 bucket = self._index.get(name)
                 if bucket:
-                    candidates.extend((self._clients[cid], subs) for cid, subs in bucket.items())
+                    candidates.extend(
+                        (self._clients[cid], self._clients[cid].user, subs)
+                        for cid, subs in bucket.items()
+                    )
         if not candidates:
             return DispatchResult(0, 0, 0)
 
-        data_lines = sse.format_data(event.payload())
-        bodies: dict[str, bytes] = {}
+        shared: bytes | None = None
+        if view is None:
+            shared = sse.format_data(event.payload())
+        bodies: dict[tuple[str, bytes], bytes] = {}
         per_client: dict[str, list[bytes]] = {}
         clients: dict[str, RealtimeClient] = {}
-        for client, subs in candidates:
+        for client, user, subs in candidates:
             for sub in subs:
                 if sub.record_id is not None and sub.record_id != record_id:
                     continue
-                body = bodies.get(sub.raw)
+                data = shared if view is None else view.data_for(user, sub)
+                if data is None:
+                    continue
+                body = bodies.get((sub.raw, data))
                 if body is None:
-                    body = bodies[sub.raw] = sse.format_field("event", sub.raw) + data_lines + b"\n"
+                    body = bodies[(sub.raw, data)] = (
+                        sse.format_field("event", sub.raw) + data + b"\n"
+                    )
                 per_client.setdefault(client.id, []).append(client.id_line + body)
                 clients[client.id] = client
 
@@ -377,6 +393,33 @@ class RealtimeManager:
                     break
                 frames += 1
         return DispatchResult(frames=frames, clients=len(per_client) - dropped, dropped=dropped)
+
+    def apply_auth_change(self, event: Event) -> int:
+        """Keep the auth of connected clients in step with their auth record.
+
+        An update refreshes the record rules see; an update that rotated the
+        ``tokenKey`` (a password change, "log out everywhere") or a delete drops
+        the auth: those clients carry on as guests.  Returns clients changed.
+        """
+        stored = event.stored
+        if stored is None or event.action == "create" or "tokenKey" not in stored:
+            return 0
+        record_id = event.record_id
+        collection_id = event.collection_id
+        changed = 0
+        with self._lock:
+            for client in self._clients.values():
+                user = client.user
+                if user is None or user.id != record_id or user.collection_id != collection_id:
+                    continue
+                if event.action == "delete" or user.record.get("tokenKey") != stored["tokenKey"]:
+                    client.user = None
+                else:
+                    client.user = AuthUser(
+                        user.collection_id, user.id, user.collection_name, stored, user.superuser
+                    )
+                changed += 1
+        return changed
 
     # -- lifetime ---------------------------------------------------------------
 

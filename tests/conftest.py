@@ -42,6 +42,7 @@ TEST_CONFIG: t.Final[dict[str, object]] = {
     "REALTIME_REAPER_ENABLED": False,
     "REALTIME_KEEPALIVE_INTERVAL": 0.05,
     "REALTIME_PUBLISH_SECRET": "test-secret",
+    "REALTIME_DATA_DIR": ":memory:",
 }
 
 

@@ -111,6 +111,8 @@ class GunicornServer:
             k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")
         }
         self.env["REALTIME_PUBLISH_SECRET"] = secret
+        # Records live in memory unless a test gives a data dir: never in the repo.
+        self.env["REALTIME_DATA_DIR"] = ":memory:"
         self.env.update(env or {})
         self.secret = self.env["REALTIME_PUBLISH_SECRET"]
         self.returncode: int | None = None

@@ -172,7 +172,9 @@ class TestPublishRoute:
     def test_disabled_without_a_secret(self) -> None:
         from realtime_flask.app import create_app
 
-        app = create_app({"TESTING": True, "REALTIME_REAPER_ENABLED": False})
+        app = create_app(
+            {"TESTING": True, "REALTIME_REAPER_ENABLED": False, "REALTIME_DATA_DIR": ":memory:"}
+        )
         response = app.test_client().post("/api/realtime/publish", json={})
         assert response.status_code == 404
         get_state(app).shutdown()

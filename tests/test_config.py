@@ -73,4 +73,4 @@ def test_create_app_validates_config() -> None:
     from realtime_flask.app import create_app
 
     with pytest.raises(ConfigError):
-        create_app({"REALTIME_QUEUE_SIZE": -5})
+        create_app({"REALTIME_QUEUE_SIZE": -5, "REALTIME_DATA_DIR": ":memory:"})

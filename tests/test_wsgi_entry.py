@@ -30,9 +30,14 @@ def _answers(port: int) -> bool:
         return False
 
 
-def test_python_wsgi_py_serves_pb_connect_and_stops_cleanly() -> None:
+def test_python_wsgi_py_serves_pb_connect_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "REALTIME_PORT": str(port), "REALTIME_PUBLISH_SECRET": "s"}
+    env = {
+        **os.environ,
+        "REALTIME_PORT": str(port),
+        "REALTIME_PUBLISH_SECRET": "s",
+        "REALTIME_DATA_DIR": str(tmp_path),
+    }
     proc = subprocess.Popen(
         [sys.executable, "wsgi.py"],
         cwd=ROOT,

@@ -1,0 +1,324 @@
+"""Who may see an event, and what they see: the realtime access layer.
+
+``RealtimeManager.dispatch`` finds the clients subscribed to an event's topics;
+a ``Visibility`` decides, per (client auth, subscription), whether a frame is
+sent and which ``data:`` bytes it carries.
+
+Rules:
+
+1. One ``EventView`` per event holds every cache of that event, so each
+   (rule, auth record) pair is evaluated once and each distinct payload is
+   encoded once, however many clients share it.
+2. A topic ``c/<id>`` is checked against the collection's viewRule, ``c/*``
+   and bare ``c`` against its listRule; ``None`` (locked) admits superusers
+   only, ``""`` everyone; superusers pass every rule but still get their
+   ``filter`` option applied.
+3. A ``filter`` option that does not parse, or that uses ``@request.`` /
+   ``@collection.`` for a non-superuser, yields no frame (PocketBase refuses it
+   silently).
+4. Nothing here imports Flask; the store-backed visibility does IO only
+   through ``RecordStore`` (relation lookups for rules and ``expand``).
+"""
+
+from __future__ import annotations
+
+import typing as t
+from collections.abc import Callable
+from collections.abc import Mapping
+
+from . import sse
+from .events import AuthUser
+from .events import Event
+from .rules import Comparison
+from .rules import CompiledRule
+from .rules import Expr
+from .rules import Identifier
+from .rules import RequestContext
+from .rules import RuleError
+from .rules import compile_rule
+from .rules import parse
+from .schema import Collection
+from .schema import Field
+from .schema import Schema
+from .topics import Subscription
+
+if t.TYPE_CHECKING:
+    from .store import RecordStore
+
+__all__ = [
+    "EventView",
+    "OpenVisibility",
+    "PythonRules",
+    "RuleCallable",
+    "StoreVisibility",
+    "Visibility",
+    "auth_key",
+]
+
+
+class EventView(t.Protocol):
+    def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        """The frame's ``data:`` lines for this subscriber, or None for no frame."""
+
+
+class Visibility(t.Protocol):
+    def begin(self, event: Event) -> EventView:
+        """A per-event view holding that event's caches."""
+
+
+def auth_key(user: AuthUser | None) -> tuple[str, str] | None:
+    """What identifies a subscriber's auth for caching (None for guests)."""
+    return None if user is None else (user.collection_id, user.id)
+
+
+class _SameForAll:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        return self.data
+
+
+class OpenVisibility:
+    """Every subscriber sees the event's record as published (no rules)."""
+
+    def begin(self, event: Event) -> EventView:
+        return _SameForAll(sse.format_data(event.payload()))
+
+
+#: A Python rule: (record, auth or None) -> may this auth see the record?
+RuleCallable = Callable[[Mapping[str, object], AuthUser | None], bool]
+
+
+class PythonRules:
+    """Access rules declared in Python, for apps without the embedded store.
+
+    ::
+
+        rules = PythonRules({
+            "posts": {"list": "", "view": ""},                        # public
+            "notes": {"list": lambda rec, auth: auth is not None and rec["owner"] == auth.id,
+                      "view": lambda rec, auth: auth is not None and rec["owner"] == auth.id},
+            "audit": {"list": None, "view": None},                    # superusers only
+        })
+        Realtime(app, visibility=rules)
+
+    Per collection and action (``list`` for ``c/*`` and ``c``, ``view`` for
+    ``c/<id>``): ``None`` = superusers only, ``""`` = everyone, a callable is
+    called with the record and the subscriber's AuthUser, and any other string
+    is a PocketBase rule evaluated on the record (identifiers are the record's
+    keys; ``@request.auth.*`` reads the subscriber's auth record).  A
+    collection missing from the mapping is open to everyone, as with
+    ``broadcast()`` alone.  Results are cached per (rule, auth) for each event.
+    """
+
+    def __init__(self, rules: Mapping[str, Mapping[str, RuleCallable | str | None]]) -> None:
+        self._rules: dict[tuple[str, str], RuleCallable | CompiledRule | None] = {}
+        for collection, actions in rules.items():
+            for action, rule in actions.items():
+                if action not in ("list", "view"):
+                    raise ValueError(f"realtime rules are 'list' and 'view', got {action!r}")
+                if isinstance(rule, str):
+                    self._rules[(collection, action)] = _compile_schemaless(collection, rule)
+                else:
+                    self._rules[(collection, action)] = rule
+
+    def begin(self, event: Event) -> EventView:
+        return _PythonRulesView(self, event)
+
+
+class _PythonRulesView:
+    def __init__(self, owner: PythonRules, event: Event) -> None:
+        self.owner = owner
+        self.event = event
+        self.data = sse.format_data(event.payload())
+        self.record: Mapping[str, object] = event.stored or event.record
+        self._seen: dict[tuple[str, tuple[str, str] | None], bool] = {}
+
+    def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        action = "list" if sub.record_id is None else "view"
+        key = (action, auth_key(user))
+        allowed = self._seen.get(key)
+        if allowed is None:
+            allowed = self._seen[key] = self._check(action, user)
+        return self.data if allowed else None
+
+    def _check(self, action: str, user: AuthUser | None) -> bool:
+        names = self.event.names
+        missing = object()
+        rule: t.Any = missing
+        for name in names:
+            rule = self.owner._rules.get((name, action), missing)
+            if rule is not missing:
+                break
+        if rule is missing:
+            return True
+        if user is not None and user.superuser:
+            return True
+        if rule is None:
+            return False
+        if isinstance(rule, CompiledRule):
+            ctx = RequestContext(
+                auth=None if user is None else _auth_dict(user), context="realtime"
+            )
+            return rule.always or rule.matches(self.record, ctx)
+        return bool(rule(self.record, user))
+
+
+def _identifiers(expr: Expr) -> t.Iterator[str]:
+    if isinstance(expr, Comparison):
+        for operand in (expr.left, expr.right):
+            if isinstance(operand, Identifier):
+                yield operand.name
+    else:
+        for term in expr.terms:
+            yield from _identifiers(term)
+
+
+def _compile_schemaless(collection: str, source: str) -> CompiledRule:
+    """Compile a rule for records that have no schema.
+
+    Every field the rule names is declared as a ``json`` field, so it compares
+    by its JSON value (``"a"`` = 'a', ``5`` = 5, paths like ``meta.kind`` work);
+    relation hops need the record store.
+    """
+    names: set[str] = set()
+    if source.strip():
+        for name in _identifiers(parse(source)):
+            head = name.split(".", 1)[0].split(":", 1)[0]
+            if head and not head.startswith("@") and head not in ("null", "true", "false"):
+                names.add(head)
+    names.discard("id")
+    coll = Collection(
+        id=collection,
+        name=collection,
+        type="base",
+        fields=(
+            Field("id", "text", system=True),
+            *(Field(n, "json") for n in sorted(names)),
+        ),
+    )
+    return compile_rule(source, coll, Schema([coll]))
+
+
+def _auth_dict(user: AuthUser) -> dict[str, object]:
+    return {
+        **user.record,
+        "id": user.id,
+        "collectionId": user.collection_id,
+        "collectionName": user.collection_name,
+    }
+
+
+class StoreVisibility:
+    """Rules, options and serialisation of the embedded record store."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+        self._filters: dict[tuple[str, str], CompiledRule | None] = {}
+
+    def begin(self, event: Event) -> EventView:
+        """Store writes go through the rules; an event published by trusted code
+        (``broadcast()``, the publish route) without a stored record is sent as
+        published, like a custom message through PocketBase's broker."""
+        coll = self.store.schema.get(event.collection_id or event.collection)
+        if coll is None or event.stored is None:
+            return OpenVisibility().begin(event)
+        return _StoreEventView(self, coll, event)
+
+    def compiled_filter(self, coll: Collection, source: str) -> CompiledRule | None:
+        """A subscription's ``filter`` option, compiled once (None if it does not parse)."""
+        key = (coll.id, source)
+        if key not in self._filters:
+            if len(self._filters) > 4096:
+                self._filters.clear()
+            try:
+                self._filters[key] = compile_rule(
+                    source, coll, self.store.schema, client_filter=True
+                )
+            except RuleError:
+                self._filters[key] = None
+        return self._filters[key]
+
+
+class _StoreEventView:
+    def __init__(self, owner: StoreVisibility, coll: Collection, event: Event) -> None:
+        self.owner = owner
+        self.store = owner.store
+        self.coll = coll
+        self.event = event
+        self.record: dict[str, t.Any] = dict(event.stored or event.record)
+        self._checks: dict[tuple[object, ...], bool] = {}
+        self._payloads: dict[tuple[object, ...], bytes] = {}
+
+    def _ctx(self, user: AuthUser | None, sub: Subscription) -> RequestContext:
+        return RequestContext(
+            auth=None if user is None else _auth_dict(user),
+            superuser=user is not None and user.superuser,
+            headers=dict(sub.options.headers),
+            query=dict(sub.options.query),
+            context="realtime",
+        )
+
+    def _passes(
+        self,
+        tag: str,
+        rule: CompiledRule,
+        user: AuthUser | None,
+        sub: Subscription,
+    ) -> bool:
+        if rule.always:
+            return True
+        key: tuple[object, ...] = (tag, rule.source, auth_key(user))
+        if rule.references("@request.headers"):
+            key += (tuple(sorted(sub.options.headers.items())),)
+        if rule.references("@request.query"):
+            key += (tuple(sorted(sub.options.query.items())),)
+        found = self._checks.get(key)
+        if found is None:
+            found = self._checks[key] = rule.matches(
+                self.record, self._ctx(user, sub), self.store.lookup
+            )
+        return found
+
+    def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        superuser = user is not None and user.superuser
+        action = "list" if sub.record_id is None else "view"
+        rule = self.store.schema.compiled_rule(self.coll, action)
+        if rule is None and not superuser:
+            return None
+        if rule is not None and not superuser and not self._passes("rule", rule, user, sub):
+            return None
+        query = sub.options.query
+        source = query.get("filter", "")
+        if source:
+            if not superuser and ("@request." in source or "@collection." in source):
+                return None
+            compiled = self.owner.compiled_filter(self.coll, source)
+            if compiled is None or not self._passes("filter", compiled, user, sub):
+                return None
+        return self._payload(user, sub, superuser)
+
+    def _payload(self, user: AuthUser | None, sub: Subscription, superuser: bool) -> bytes:
+        fields = sub.options.query.get("fields", "")
+        expand = sub.options.query.get("expand", "")
+        own = (
+            user is not None
+            and user.collection_id == self.coll.id
+            and user.id == self.record.get("id")
+        )
+        audience: object = "superuser" if superuser else ("own" if own else "other")
+        if expand:  # related records pass their own viewRule for this very auth
+            audience = (audience, auth_key(user))
+        key = (audience, fields, expand)
+        data = self._payloads.get(key)
+        if data is None:
+            shown = self.store.present(
+                self.coll, self.record, self._ctx(user, sub), fields=fields, expand=expand
+            )
+            data = self._payloads[key] = sse.format_data(
+                {"record": shown, "action": self.event.action}
+            )
+        return data

@@ -1,0 +1,267 @@
+"""PocketBase's records and auth REST subset over the embedded RecordStore.
+
+Routes (``{c}`` is a collection name or id)::
+
+    GET    /api/collections/{c}/records              list (page, perPage, sort, filter, skipTotal)
+    POST   /api/collections/{c}/records              create (sign-up on auth collections)
+    GET    /api/collections/{c}/records/{id}         view
+    PATCH  /api/collections/{c}/records/{id}         update
+    DELETE /api/collections/{c}/records/{id}         delete
+    POST   /api/collections/{c}/auth-with-password   {identity, password} -> {token, record}
+    POST   /api/collections/{c}/auth-refresh         Authorization -> {token, record}
+
+``fields`` and ``expand`` work on every route that returns records.  Statuses
+and bodies follow PROTOCOL-REST.md §6; the mapping of store errors to HTTP
+happens only here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+
+from flask import Blueprint
+from flask import Response
+from flask import current_app
+from flask import g
+from flask import jsonify
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+from ..auth import token_from_header
+from ..errors import BadRequest
+from ..errors import RealtimeError
+from ..rules import RequestContext
+from ..schema import SUPERUSERS
+from ..schema import Collection
+from ..store import RecordStore
+from ..store import Unauthorized
+from ..store import pick_fields
+from . import error_response
+from . import http_error_response
+
+__all__ = ["bp", "get_store", "request_context", "snake_header"]
+
+bp = Blueprint("realtime_records", __name__)
+bp.register_error_handler(RealtimeError, error_response)
+bp.register_error_handler(HTTPException, http_error_response)
+
+STORE_KEY = "realtime_store"
+MAX_BODY_BYTES = 8 * 1024 * 1024
+_SNAKE = re.compile(r"[^a-z0-9]+")
+
+
+class AuthContextMissing(RealtimeError):
+    status_hint = 404
+    default_message = "Missing or invalid collection context."
+
+
+class UnsupportedContentType(BadRequest):
+    default_message = "Unsupported Content-Type."
+
+
+def get_store() -> RecordStore:
+    return t.cast(RecordStore, current_app.extensions[STORE_KEY])
+
+
+def snake_header(name: str) -> str:
+    """``X-Flag`` -> ``x_flag``: how ``@request.headers.*`` names headers."""
+    return _SNAKE.sub("_", name.lower()).strip("_")
+
+
+def resolve_auth(
+    store: RecordStore, header: str | None
+) -> tuple[Collection, dict[str, t.Any]] | None:
+    """The auth (collection, stored record) of an ``Authorization`` header, or None."""
+    return store.auth_from_token(token_from_header(header))
+
+
+def request_context(body: t.Mapping[str, object] | None = None) -> RequestContext:
+    """The rules' view of the current request (auth resolved once per request)."""
+    store = get_store()
+    if "realtime_auth" not in g:
+        g.realtime_auth = resolve_auth(store, request.headers.get("Authorization"))
+    found = g.realtime_auth
+    return RequestContext(
+        auth=None if found is None else found[1],
+        superuser=found is not None and found[0].name == SUPERUSERS,
+        body=body or {},
+        headers={snake_header(k): v for k, v in request.headers.items()},
+        query={k: v for k, v in request.args.items()},
+        method=request.method,
+    )
+
+
+def _read_body() -> dict[str, object]:
+    request.max_content_length = MAX_BODY_BYTES
+    mimetype = request.mimetype
+    if request.is_json:
+        raw = request.get_data(cache=True)
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise BadRequest() from None
+        if not isinstance(body, dict):
+            raise BadRequest()
+        return body
+    if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        out: dict[str, object] = {}
+        for key in request.form:
+            values = request.form.getlist(key)
+            out[key] = values[0] if len(values) == 1 else values
+        return out
+    if not mimetype:
+        return {}  # PocketBase ignores a body without a content type
+    raise UnsupportedContentType()
+
+
+def _int_param(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest() from None
+
+
+def present(
+    store: RecordStore,
+    coll: Collection,
+    record: dict[str, t.Any],
+    ctx: RequestContext,
+    *,
+    pick: bool = True,
+) -> dict[str, t.Any]:
+    """The record as the API returns it to ``ctx``, with ``expand`` and ``fields``."""
+    return store.present(
+        coll,
+        record,
+        ctx,
+        fields=request.args.get("fields", "") if pick else "",
+        expand=request.args.get("expand", ""),
+    )
+
+
+def _collection(store: RecordStore, name: str) -> Collection:
+    return store.collection(name)
+
+
+@bp.get("/api/collections/<collection>/records")
+def list_records(collection: str) -> Response:
+    store = get_store()
+    coll = _collection(store, collection)
+    ctx = request_context()
+    skip = request.args.get("skipTotal", "").lower() in ("1", "true", "t")
+    result = store.list_records(
+        coll.name,
+        ctx,
+        page=_int_param("page", 1),
+        per_page=_int_param("perPage", 30),
+        sort=request.args.get("sort", ""),
+        filter=request.args.get("filter", ""),  # "" = none; only spaces is a syntax error
+        skip_total=skip,
+    )
+    return jsonify(
+        {
+            "items": [present(store, coll, item, ctx) for item in result.items],
+            "page": result.page,
+            "perPage": result.per_page,
+            "totalItems": result.total_items,
+            "totalPages": result.total_pages,
+        }
+    )
+
+
+@bp.post("/api/collections/<collection>/records")
+def create_record(collection: str) -> Response:
+    store = get_store()
+    coll = _collection(store, collection)
+    body = _read_body()
+    ctx = request_context(body)
+    record = store.create(coll.name, body, ctx)
+    return jsonify(present(store, coll, record, ctx))
+
+
+@bp.get("/api/collections/<collection>/records/<record_id>")
+def view_record(collection: str, record_id: str) -> Response:
+    store = get_store()
+    coll = _collection(store, collection)
+    ctx = request_context()
+    return jsonify(present(store, coll, store.view(coll.name, record_id, ctx), ctx))
+
+
+@bp.patch("/api/collections/<collection>/records/<record_id>")
+def update_record(collection: str, record_id: str) -> Response:
+    store = get_store()
+    coll = _collection(store, collection)
+    body = _read_body()
+    ctx = request_context(body)
+    record = store.update(coll.name, record_id, body, ctx)
+    return jsonify(present(store, coll, record, ctx))
+
+
+@bp.delete("/api/collections/<collection>/records/<record_id>")
+def delete_record(collection: str, record_id: str) -> tuple[str, int]:
+    store = get_store()
+    coll = _collection(store, collection)
+    store.delete(coll.name, record_id, request_context())
+    return "", 204
+
+
+def _auth_response(store: RecordStore, coll: Collection, record: dict[str, t.Any]) -> Response:
+    ctx = RequestContext(
+        auth=record, superuser=coll.name == SUPERUSERS, query=dict(request.args.items())
+    )
+    body = {
+        "record": present(store, coll, record, ctx, pick=False),
+        "token": store.token_for(coll, record),
+    }
+    fields = request.args.get("fields", "")
+    return jsonify(pick_fields(body, fields) if fields else body)
+
+
+@bp.post("/api/collections/<collection>/auth-with-password")
+def auth_with_password(collection: str) -> Response:
+    store = get_store()
+    coll = store.schema.get(collection)
+    if coll is None:
+        raise AuthContextMissing()
+    if not coll.is_auth:
+        raise AuthContextMissing("Missing or invalid auth collection context.")
+    body = _read_body()
+    identity, password = body.get("identity"), body.get("password")
+    errors: dict[str, object] = {}
+    blank = {"code": "validation_required", "message": "Cannot be blank."}
+    if not isinstance(identity, str) or not identity:
+        errors["identity"] = blank
+    if not isinstance(password, str) or not password:
+        errors["password"] = blank
+    if errors:
+        raise BadRequest("An error occurred while validating the submitted data.", errors)
+    record = store.auth_with_password(coll.name, t.cast(str, identity), t.cast(str, password))
+    if record is None:
+        raise BadRequest("Failed to authenticate.")
+    return _auth_response(store, coll, record)
+
+
+@bp.post("/api/collections/<collection>/auth-refresh")
+def auth_refresh(collection: str) -> Response:
+    store = get_store()
+    coll = store.schema.get(collection)
+    if coll is None:
+        raise AuthContextMissing()
+    found = resolve_auth(store, request.headers.get("Authorization"))
+    if found is None:
+        raise Unauthorized()
+    token_coll, record = found
+    if token_coll.id != coll.id:
+        raise Forbidden403(f"The request requires auth record from {token_coll.name} collection.")
+    return _auth_response(store, coll, record)
+
+
+class Forbidden403(RealtimeError):
+    status_hint = 403

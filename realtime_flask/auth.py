@@ -1,0 +1,166 @@
+"""Auth tokens (PyJWT, HS256) and password hashing (scrypt), PocketBase-compatible.
+
+Rules:
+
+1. A token carries exactly PocketBase's five claims: ``collectionId``, ``exp``,
+   ``id``, ``refreshable``, ``type="auth"``.
+2. The signing key is the record's ``tokenKey`` plus the collection's secret,
+   so rotating ``tokenKey`` (a password change) revokes every earlier token of
+   that user, and rotating the secret revokes the whole collection's.
+3. Passwords are hashed with scrypt (memory-hard, standard library).  Hashing
+   is CPU work: it goes through ``run_blocking``, which the app points at
+   gevent's thread pool so the hub keeps serving while a hash is computed.
+4. A bad token is never an error here: ``verify_token`` returns None and the
+   request is a guest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+import typing as t
+
+import jwt
+
+__all__ = [
+    "Blocking",
+    "Passwords",
+    "TokenClaims",
+    "make_token",
+    "new_token_key",
+    "read_token_claims",
+    "token_from_header",
+    "verify_token",
+]
+
+#: Runs a CPU-bound callable; the default calls it inline.
+Blocking = t.Callable[[t.Callable[[], bytes]], bytes]
+
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+_PREFIX = "scrypt"
+
+
+def _inline(fn: t.Callable[[], bytes]) -> bytes:
+    return fn()
+
+
+def new_token_key() -> str:
+    """A fresh random per-record token key (50 characters, like PocketBase)."""
+    return secrets.token_urlsafe(38)[:50]
+
+
+class Passwords:
+    """scrypt password hashes in the form ``scrypt$n$r$p$salt$hash`` (base64)."""
+
+    def __init__(self, run_blocking: Blocking | None = None, *, n: int = SCRYPT_N) -> None:
+        self.run_blocking: Blocking = run_blocking or _inline
+        self.n = n
+
+    def _derive(self, password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+        data = password.encode("utf-8", "surrogatepass")
+        return self.run_blocking(
+            lambda: hashlib.scrypt(data, salt=salt, n=n, r=r, p=p, maxmem=128 * 1024 * 1024)
+        )
+
+    def hash(self, password: str) -> str:
+        salt = secrets.token_bytes(16)
+        digest = self._derive(password, salt, self.n, SCRYPT_R, SCRYPT_P)
+        b64 = base64.b64encode
+        return (
+            f"{_PREFIX}${self.n}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+        )
+
+    def verify(self, password: str, encoded: str) -> bool:
+        try:
+            prefix, n, r, p, salt, digest = encoded.split("$")
+            if prefix != _PREFIX:
+                return False
+            expected = base64.b64decode(digest)
+            actual = self._derive(password, base64.b64decode(salt), int(n), int(r), int(p))
+        except (ValueError, TypeError):
+            return False
+        return hmac.compare_digest(actual, expected)
+
+
+class TokenClaims(t.NamedTuple):
+    collection_id: str
+    record_id: str
+    exp: int
+    refreshable: bool
+
+
+def _key(token_key: str, collection_secret: str) -> str:
+    return token_key + collection_secret
+
+
+def make_token(
+    *,
+    collection_id: str,
+    record_id: str,
+    token_key: str,
+    collection_secret: str,
+    duration: int,
+    now: float | None = None,
+) -> str:
+    """An HS256 JWT with PocketBase's claims, valid for ``duration`` seconds."""
+    issued = time.time() if now is None else now
+    payload = {
+        "collectionId": collection_id,
+        "exp": int(issued) + duration,
+        "id": record_id,
+        "refreshable": True,
+        "type": "auth",
+    }
+    return jwt.encode(payload, _key(token_key, collection_secret), algorithm="HS256")
+
+
+def read_token_claims(token: str) -> TokenClaims | None:
+    """The claims of a well-formed auth token, *unverified* (to find the record)."""
+    try:
+        payload = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError:
+        return None
+    return _claims(payload)
+
+
+def _claims(payload: object) -> TokenClaims | None:
+    if not isinstance(payload, dict) or payload.get("type") != "auth":
+        return None
+    cid, rid, exp = payload.get("collectionId"), payload.get("id"), payload.get("exp")
+    if not isinstance(cid, str) or not isinstance(rid, str) or not isinstance(exp, int):
+        return None
+    return TokenClaims(cid, rid, exp, bool(payload.get("refreshable", False)))
+
+
+def verify_token(
+    token: str, *, token_key: str, collection_secret: str, now: float | None = None
+) -> TokenClaims | None:
+    """The claims when the signature and expiry check out, else None."""
+    try:
+        payload = jwt.decode(
+            token,
+            _key(token_key, collection_secret),
+            algorithms=["HS256"],
+            options={"require": ["exp"], "verify_exp": False},
+        )
+    except jwt.PyJWTError:
+        return None
+    claims = _claims(payload)
+    current = time.time() if now is None else now
+    if claims is None or claims.exp <= current:
+        return None
+    return claims
+
+
+def token_from_header(value: str | None) -> str:
+    """The token of an ``Authorization`` header: raw, or after ``Bearer `` in any case."""
+    if not value:
+        return ""
+    if len(value) > 7 and value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    return value.strip()

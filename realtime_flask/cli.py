@@ -1,0 +1,61 @@
+"""``python -m realtime_flask``: serve, and manage superusers.
+
+    python -m realtime_flask serve [--host H] [--port P]
+    python -m realtime_flask superuser upsert EMAIL PASSWORD
+
+The ``serve`` command monkey-patches first (it is an entry point); the library
+itself never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing as t
+
+__all__ = ["main"]
+
+
+def main(argv: t.Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m realtime_flask")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the standalone service with gevent")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    su = commands.add_parser("superuser", help="manage superusers")
+    su_commands = su.add_subparsers(dest="action", required=True)
+    upsert = su_commands.add_parser("upsert", help="create a superuser or set its password")
+    upsert.add_argument("email")
+    upsert.add_argument("password")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            monkey.patch_all()
+        from .app import create_app
+        from .extension import get_state
+        from .serve import serve as run
+
+        app = create_app()
+        settings = get_state(app).settings
+        run(app, args.host or settings.host, args.port or settings.port)
+        return 0
+
+    from .app import create_app
+    from .errors import RealtimeError
+    from .store import RecordStore
+
+    app = create_app({"REALTIME_REAPER_ENABLED": False})
+    store = t.cast(RecordStore, app.extensions["realtime_store"])
+    try:
+        _, created = store.upsert_superuser(args.email, args.password)
+    except RealtimeError as exc:
+        details = "; ".join(f"{k}: {v.get('message', v)}" for k, v in exc.data.items())
+        print(f"error: {exc.message} {details}".strip(), file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"Successfully {'created' if created else 'updated'} superuser {args.email!r}!")
+    return 0
