@@ -40,10 +40,9 @@ from .rules import parse
 from .schema import Collection
 from .schema import Field
 from .schema import Schema
+from .store import RecordStore
+from .store import pick_fields
 from .topics import Subscription
-
-if t.TYPE_CHECKING:
-    from .store import RecordStore
 
 __all__ = [
     "EventView",
@@ -71,35 +70,95 @@ def auth_key(user: AuthUser | None) -> tuple[str, str] | None:
     return None if user is None else (user.collection_id, user.id)
 
 
-class _SameForAll:
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
-        return self.data
-
-
 class OpenVisibility:
-    """Every subscriber sees the event's record as published (no rules)."""
+    """Events as published by trusted code (``broadcast()``), with no access rules.
+
+    The subscription's ``fields`` and ``filter`` options still apply (``filter``
+    evaluated on the record's own keys; ``@request.*`` in it is refused for
+    non-superusers, as in PocketBase).  ``expand`` needs the record store.
+    """
+
+    def __init__(self) -> None:
+        self._filters: dict[tuple[str, str], CompiledRule | None] = {}
 
     def begin(self, event: Event) -> EventView:
-        return _SameForAll(sse.format_data(event.payload()))
+        return _PublishedView(self, event)
+
+    def allowed(self, event: Event, action: str, user: AuthUser | None) -> bool:
+        return True
+
+    def compiled_filter(self, collection: str, source: str) -> CompiledRule | None:
+        key = (collection, source)
+        if key not in self._filters:
+            if len(self._filters) > 4096:
+                self._filters.clear()
+            try:
+                self._filters[key] = _compile_schemaless(collection, source)
+            except RuleError:
+                self._filters[key] = None
+        return self._filters[key]
+
+
+class _PublishedView:
+    def __init__(self, owner: OpenVisibility, event: Event) -> None:
+        self.owner = owner
+        self.event = event
+        self.record: Mapping[str, object] = event.stored or event.record
+        self._allowed: dict[tuple[str, tuple[str, str] | None], bool] = {}
+        self._filtered: dict[tuple[str, tuple[str, str] | None], bool] = {}
+        self._payloads: dict[str, bytes] = {}
+
+    def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        action = "list" if sub.record_id is None else "view"
+        key = (action, auth_key(user))
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            allowed = self._allowed[key] = self.owner.allowed(self.event, action, user)
+        if not allowed:
+            return None
+        query = sub.options.query
+        source = query.get("filter", "")
+        if source and not self._passes_filter(source, user):
+            return None
+        fields = query.get("fields", "")
+        data = self._payloads.get(fields)
+        if data is None:
+            record = pick_fields(dict(self.event.record), fields) if fields else self.event.record
+            data = self._payloads[fields] = sse.format_data(
+                {"record": record, "action": self.event.action}
+            )
+        return data
+
+    def _passes_filter(self, source: str, user: AuthUser | None) -> bool:
+        superuser = user is not None and user.superuser
+        if not superuser and ("@request." in source or "@collection." in source):
+            return False
+        key = (source, auth_key(user))
+        found = self._filtered.get(key)
+        if found is None:
+            compiled = self.owner.compiled_filter(self.event.collection, source)
+            ctx = RequestContext(
+                auth=None if user is None else _auth_dict(user),
+                superuser=superuser,
+                context="realtime",
+            )
+            found = compiled is not None and (compiled.always or compiled.matches(self.record, ctx))
+            self._filtered[key] = found
+        return found
 
 
 #: A Python rule: (record, auth or None) -> may this auth see the record?
 RuleCallable = Callable[[Mapping[str, object], AuthUser | None], bool]
 
 
-class PythonRules:
+class PythonRules(OpenVisibility):
     """Access rules declared in Python, for apps without the embedded store.
 
     ::
 
         rules = PythonRules({
             "posts": {"list": "", "view": ""},                        # public
-            "notes": {"list": lambda rec, auth: auth is not None and rec["owner"] == auth.id,
+            "notes": {"list": "owner = @request.auth.id",
                       "view": lambda rec, auth: auth is not None and rec["owner"] == auth.id},
             "audit": {"list": None, "view": None},                    # superusers only
         })
@@ -115,6 +174,7 @@ class PythonRules:
     """
 
     def __init__(self, rules: Mapping[str, Mapping[str, RuleCallable | str | None]]) -> None:
+        super().__init__()
         self._rules: dict[tuple[str, str], RuleCallable | CompiledRule | None] = {}
         for collection, actions in rules.items():
             for action, rule in actions.items():
@@ -125,46 +185,24 @@ class PythonRules:
                 else:
                     self._rules[(collection, action)] = rule
 
-    def begin(self, event: Event) -> EventView:
-        return _PythonRulesView(self, event)
-
-
-class _PythonRulesView:
-    def __init__(self, owner: PythonRules, event: Event) -> None:
-        self.owner = owner
-        self.event = event
-        self.data = sse.format_data(event.payload())
-        self.record: Mapping[str, object] = event.stored or event.record
-        self._seen: dict[tuple[str, tuple[str, str] | None], bool] = {}
-
-    def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
-        action = "list" if sub.record_id is None else "view"
-        key = (action, auth_key(user))
-        allowed = self._seen.get(key)
-        if allowed is None:
-            allowed = self._seen[key] = self._check(action, user)
-        return self.data if allowed else None
-
-    def _check(self, action: str, user: AuthUser | None) -> bool:
-        names = self.event.names
+    def allowed(self, event: Event, action: str, user: AuthUser | None) -> bool:
         missing = object()
         rule: t.Any = missing
-        for name in names:
-            rule = self.owner._rules.get((name, action), missing)
+        for name in event.names:
+            rule = self._rules.get((name, action), missing)
             if rule is not missing:
                 break
-        if rule is missing:
-            return True
-        if user is not None and user.superuser:
+        if rule is missing or (user is not None and user.superuser):
             return True
         if rule is None:
             return False
+        record = event.stored or event.record
         if isinstance(rule, CompiledRule):
             ctx = RequestContext(
                 auth=None if user is None else _auth_dict(user), context="realtime"
             )
-            return rule.always or rule.matches(self.record, ctx)
-        return bool(rule(self.record, user))
+            return rule.always or rule.matches(record, ctx)
+        return bool(rule(record, user))
 
 
 def _identifiers(expr: Expr) -> t.Iterator[str]:
@@ -217,6 +255,7 @@ class StoreVisibility:
 
     def __init__(self, store: RecordStore) -> None:
         self.store = store
+        self._published = OpenVisibility()
         self._filters: dict[tuple[str, str], CompiledRule | None] = {}
 
     def begin(self, event: Event) -> EventView:
@@ -225,7 +264,7 @@ class StoreVisibility:
         published, like a custom message through PocketBase's broker."""
         coll = self.store.schema.get(event.collection_id or event.collection)
         if coll is None or event.stored is None:
-            return OpenVisibility().begin(event)
+            return self._published.begin(event)
         return _StoreEventView(self, coll, event)
 
     def compiled_filter(self, coll: Collection, source: str) -> CompiledRule | None:

@@ -119,7 +119,7 @@ class Realtime:
             broker=broker,
             reaper=reaper,
             auth_resolver=self._auth_resolver or _guest,
-            visibility=self._visibility,
+            visibility=self._visibility or _open_visibility(),
         )
         broker.subscribe(state.deliver)
         app.extensions[EXTENSION_KEY] = state
@@ -149,6 +149,12 @@ class Realtime:
 
     def state(self, app: Flask | None = None) -> RealtimeState:
         return get_state(app)
+
+
+def _open_visibility() -> Visibility:
+    from .access import OpenVisibility
+
+    return OpenVisibility()
 
 
 def get_state(app: Flask | None = None) -> RealtimeState:

@@ -313,12 +313,6 @@ def test_options_topic_is_echoed_verbatim_as_event_name(
     assert f"\nevent:{FIELDS_TOPIC}\n".encode() in client.stream.raw
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="options.query.fields is parsed (topics.py) but never applied: "
-    "RealtimeManager.dispatch (manager.py) encodes one payload for every subscription, "
-    "so the fields topic gets the whole record (PROTOCOL.md §2.3, §2.5, §6 item 6)",
-)
 def test_options_fields_picks_record_fields(server: GunicornServer, connect: Connector) -> None:
     client = connect()
     assert client.subscribe([FIELDS_TOPIC]) == (204, None)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-PURE = ["errors", "sse", "topics", "events"]
+PURE = ["errors", "sse", "topics", "events", "rules", "schema"]
 FRAMEWORKS = ("flask", "werkzeug", "gevent", "redis")
 
 
@@ -21,7 +21,7 @@ def test_pure_module_imports_no_framework(module: str) -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["manager", "broker", "config"])
+@pytest.mark.parametrize("module", ["manager", "broker", "config", "access", "store", "auth"])
 def test_core_imports_no_flask_or_redis(module: str) -> None:
     code = (
         f"import sys, realtime_flask.{module}; "
