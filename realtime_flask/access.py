@@ -170,12 +170,15 @@ class PythonRules(OpenVisibility):
     is a PocketBase rule evaluated on the record (identifiers are the record's
     keys; ``@request.auth.*`` reads the subscriber's auth record).  A
     collection missing from the mapping is open to everyone, as with
-    ``broadcast()`` alone.  Results are cached per (rule, auth) for each event.
+    ``broadcast()`` alone; an action missing from a collection's mapping is
+    ``None``, like an unset PocketBase rule.  Results are cached per
+    (rule, auth) for each event.
     """
 
     def __init__(self, rules: Mapping[str, Mapping[str, RuleCallable | str | None]]) -> None:
         super().__init__()
         self._rules: dict[tuple[str, str], RuleCallable | CompiledRule | None] = {}
+        self._declared = frozenset(rules)
         for collection, actions in rules.items():
             for action, rule in actions.items():
                 if action not in ("list", "view"):
@@ -186,13 +189,13 @@ class PythonRules(OpenVisibility):
                     self._rules[(collection, action)] = rule
 
     def allowed(self, event: Event, action: str, user: AuthUser | None) -> bool:
-        missing = object()
-        rule: t.Any = missing
         for name in event.names:
-            rule = self._rules.get((name, action), missing)
-            if rule is not missing:
+            if name in self._declared:
+                rule = self._rules.get((name, action))
                 break
-        if rule is missing or (user is not None and user.superuser):
+        else:
+            return True
+        if user is not None and user.superuser:
             return True
         if rule is None:
             return False
@@ -349,8 +352,9 @@ class _StoreEventView:
             and user.id == self.record.get("id")
         )
         audience: object = "superuser" if superuser else ("own" if own else "other")
-        if expand:  # related records pass their own viewRule for this very auth
-            audience = (audience, auth_key(user))
+        if expand:  # related records pass their own viewRule for this very request
+            # (auth, headers and query: the viewRule may read @request.headers/query)
+            audience = (audience, auth_key(user), sub.options)
         key = (audience, fields, expand)
         data = self._payloads.get(key)
         if data is None:

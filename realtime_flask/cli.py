@@ -47,7 +47,11 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     from .errors import RealtimeError
     from .store import RecordStore
 
-    app = create_app({"REALTIME_REAPER_ENABLED": False})
+    try:
+        app = create_app({"REALTIME_REAPER_ENABLED": False})
+    except RealtimeError as exc:  # a bad schema file or setting: one line, no traceback
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     store = t.cast(RecordStore, app.extensions["realtime_store"])
     try:
         _, created = store.upsert_superuser(args.email, args.password)

@@ -48,7 +48,7 @@ DOCS: t.Final[Mapping[str, str]] = {
     "REALTIME_REAPER_ENABLED": "Run the idle-reaper greenlet (tests turn it off and call "
     "`RealtimeManager.reap()` with an injected clock).",
     "REALTIME_REAPER_INTERVAL": "Seconds between two passes of the idle reaper.",
-    "REALTIME_CORS_ORIGIN": "`Access-Control-Allow-Origin` for the realtime routes "
+    "REALTIME_CORS_ORIGIN": "`Access-Control-Allow-Origin` for the realtime and records routes "
     "(PocketBase allows `*`); empty turns CORS headers off.",
     "REALTIME_PUBLISH_SECRET": "Standalone service only: bearer secret for "
     "`POST /api/realtime/publish`; empty (the default) disables that route.",

@@ -54,8 +54,14 @@ class RealtimeState:
 
     def deliver(self, event: Event) -> DispatchResult:
         """The broker's handler: auth side effects, then the rule-filtered fan-out."""
-        self.manager.apply_auth_change(event)
         view = None if self.visibility is None else self.visibility.begin(event)
+        if event.action == "delete":
+            # PocketBase checks a delete before it happens, so the owner of a
+            # deleted auth record still gets that record's delete frame.
+            result = self.manager.dispatch(event, view)
+            self.manager.apply_auth_change(event)
+            return result
+        self.manager.apply_auth_change(event)
         return self.manager.dispatch(event, view)
 
     def shutdown(self) -> int:

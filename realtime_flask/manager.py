@@ -186,6 +186,10 @@ class RealtimeManager:
     :param max_lifetime: seconds after which ``reap`` closes any client.
     :param clock: monotonic seconds; injected so tests drive time.
     :param id_factory: makes client ids (tests may pin them).
+    :param yield_every: during a fan-out, call ``pause`` after this many
+        subscriptions were looked at.
+    :param pause: gives other greenlets a turn; ``time.sleep(0)`` is gevent's
+        ``sleep(0)`` under monkey-patching.
     """
 
     def __init__(
@@ -196,12 +200,16 @@ class RealtimeManager:
         max_lifetime: float = 1800.0,
         clock: Clock = time.monotonic,
         id_factory: t.Callable[[], str] = new_client_id,
+        yield_every: int = 256,
+        pause: t.Callable[[], None] = lambda: time.sleep(0),
     ) -> None:
         self.queue_size = queue_size
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.clock = clock
         self._id_factory = id_factory
+        self.yield_every = yield_every
+        self._pause = pause
         self._lock = threading.Lock()
         self._clients: dict[str, RealtimeClient] = {}
         # collection name or id as written in a topic -> client id -> that
@@ -361,7 +369,14 @@ class RealtimeManager:
         bodies: dict[tuple[str, bytes], bytes] = {}
         per_client: dict[str, list[bytes]] = {}
         clients: dict[str, RealtimeClient] = {}
+        checked = 0
         for client, user, subs in candidates:
+            checked += len(subs)
+            if checked >= self.yield_every:
+                # A large fan-out (thousands of clients, rule checks) must not
+                # hold the gevent hub: let the streams write between slices.
+                checked = 0
+                self._pause()
             for sub in subs:
                 if sub.record_id is not None and sub.record_id != record_id:
                     continue

@@ -786,6 +786,9 @@ def _like_tokens(pattern: str) -> tuple[str, ...] | None:
 
 def _like(text: str, pattern: str) -> bool:
     """SQLite ``text LIKE pattern ESCAPE '\\'``, in O(len(text) * len(pattern))."""
+    # SQLite's LIKE reads both values as C strings: they end at the first NUL.
+    text = text.split("\x00", 1)[0]
+    pattern = pattern.split("\x00", 1)[0]
     tokens = _like_tokens(pattern)
     if tokens is None:
         return False

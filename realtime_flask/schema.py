@@ -64,6 +64,8 @@ ACTIONS: t.Final[tuple[str, ...]] = ("list", "view", "create", "update", "delete
 #: Default token lifetimes, seconds (PocketBase: users 5 days, superusers 1 day).
 USERS_TOKEN_DURATION = 432000
 SUPERUSERS_TOKEN_DURATION = 86400
+#: The store's own table; no collection may take its name.
+META_TABLE = "_realtime_meta"
 
 
 class SchemaError(ConfigError):
@@ -186,10 +188,17 @@ class Schema:
         from .rules import compile_rule
 
         names: set[str] = set()
+        ids: set[str] = set()
         for coll in self.collections:
-            if coll.name in names:
+            # SQLite table names are case-insensitive, so are PocketBase's.
+            if coll.name.lower() in names:
                 raise SchemaError(f"collection {coll.name!r}: the name is used twice")
-            names.add(coll.name)
+            names.add(coll.name.lower())
+            if coll.id in ids:
+                raise SchemaError(f"collection {coll.name!r}: the id {coll.id!r} is used twice")
+            ids.add(coll.id)
+            if coll.name == SUPERUSERS and not coll.is_auth:
+                raise SchemaError(f"collection {coll.name!r}: must be an auth collection")
             for f in coll.fields:
                 if f.type == "relation" and self.get(f.collection_id) is None:
                     raise SchemaError(
@@ -275,13 +284,19 @@ def _field_from_json(item: object, coll: str, n: int) -> Field:
     if type_ == "relation" and (not isinstance(target, str) or not target):
         raise SchemaError(f"{where}: a relation needs 'collectionId'")
     max_select = _opt(item, "maxSelect", int, where, 1)
+    low = _opt(item, "min", float, where, None)
+    high = _opt(item, "max", float, where, None)
+    if type_ in ("text", "password"):
+        # PocketBase exports text/password lengths as 0 when unset ("no limit").
+        low = low or None
+        high = high or None
     return Field(
         name=name,
         type=t.cast(str, type_),
         required=_opt(item, "required", bool, where, False),
         hidden=_opt(item, "hidden", bool, where, False),
-        min=_opt(item, "min", float, where, None),
-        max=_opt(item, "max", float, where, None),
+        min=low,
+        max=high,
         pattern=_opt(item, "pattern", str, where, ""),
         only_int=_opt(item, "onlyInt", bool, where, False),
         values=tuple(values),
@@ -307,6 +322,8 @@ def _collection_from_json(item: object, n: int) -> Collection:
     if not isinstance(name, str) or not name or not name.replace("_", "a").isalnum():
         raise SchemaError(f"collection #{n}: invalid name {name!r}")
     where = f"collection {name!r}"
+    if name.lower() == META_TABLE or name.lower().startswith("sqlite_"):
+        raise SchemaError(f"{where}: the name is reserved")
     type_ = item.get("type", BASE)
     if type_ not in (BASE, AUTH):
         raise SchemaError(f"{where}: type must be 'base' or 'auth', got {type_!r}")
@@ -318,18 +335,20 @@ def _collection_from_json(item: object, n: int) -> Collection:
     if not isinstance(raw_fields, list):
         raise SchemaError(f"{where}: 'fields' must be a list")
     system = _system_fields(type_)
+    system_names = {f.name for f in system}
     own: list[Field] = []
-    seen = {f.name for f in system}
+    # SQLite column names are case-insensitive: "Title" and "title" clash.
+    seen = {f.name.lower() for f in system}
     for i, raw in enumerate(raw_fields):
         f = _field_from_json(raw, name, i)
-        if f.name in SYSTEM_NAMES:
+        if f.name in system_names:
             continue  # exports repeat the system fields; ours win
-        if f.name in seen:
+        if f.name.lower() in seen:
             raise SchemaError(f"{where}, field {f.name!r}: the name is used twice")
-        seen.add(f.name)
+        seen.add(f.name.lower())
         own.append(f)
     token = item.get("authToken")
-    duration = USERS_TOKEN_DURATION
+    duration = SUPERUSERS_TOKEN_DURATION if name == SUPERUSERS else USERS_TOKEN_DURATION
     secret = ""
     if isinstance(token, Mapping):
         duration = _opt(token, "duration", int, f"{where}: authToken", duration)

@@ -153,6 +153,14 @@ REQUIRED = _err("validation_required", "Cannot be blank.")
 MISMATCH = _err("validation_values_mismatch", "Values don't match.")
 
 
+def _not_unique(message: str, coll: Collection, exc: sqlite3.IntegrityError) -> ValidationFailed:
+    """A unique-index violation (two writers raced past validation) as a field error."""
+    field = "email" if coll.is_auth and f"{coll.name}.email" in str(exc) else "id"
+    return ValidationFailed(
+        message, {field: _err("validation_not_unique", "Value must be unique.")}
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ListResult:
     items: list[Record]
@@ -453,12 +461,9 @@ class RecordStore:
                 self._db.execute(sql, tuple(_encode(coll.field(n), values[n]) for n in names))  # type: ignore[arg-type]
                 if rule is not None and not self._passes(coll, rule, values["id"], ctx):
                     raise ValidationFailed("Failed to create record.")
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as exc:
                 self._db.execute("ROLLBACK")
-                raise ValidationFailed(
-                    "Failed to create record.",
-                    {"id": _err("validation_not_unique", "Value must be unique.")},
-                ) from None
+                raise _not_unique("Failed to create record.", coll, exc) from None
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -483,10 +488,13 @@ class RecordStore:
             assignments = ", ".join(f"{_quote(n)} = ?" for n in values)
             params = tuple(_encode(coll.field(n), v) for n, v in values.items())  # type: ignore[arg-type]
             with self._lock:
-                self._db.execute(
-                    f"UPDATE {_quote(coll.name)} SET {assignments} WHERE id = ?",
-                    (*params, record_id),
-                )
+                try:
+                    self._db.execute(
+                        f"UPDATE {_quote(coll.name)} SET {assignments} WHERE id = ?",
+                        (*params, record_id),
+                    )
+                except sqlite3.IntegrityError as exc:  # an email taken since _validate
+                    raise _not_unique("Failed to update record.", coll, exc) from None
         record = self.get_record(coll.name, record_id)
         if record is None:  # deleted meanwhile
             raise NotFound()
@@ -622,15 +630,14 @@ class RecordStore:
                 errors["password"] = REQUIRED
             elif not isinstance(password, str):
                 errors["password"] = _err("validation_invalid_value", "Invalid value.")
+            # PocketBase's password field: no "params", and its own max wording.
             elif len(password) < 8:
                 errors["password"] = _err(
-                    "validation_min_text_constraint", "Must be at least 8 character(s).", min=8
+                    "validation_min_text_constraint", "Must be at least 8 character(s)."
                 )
             elif len(password) > 71:
                 errors["password"] = _err(
-                    "validation_max_text_constraint",
-                    "Must be no more than 71 character(s).",
-                    max=71,
+                    "validation_max_text_constraint", "Must be less than 71 character(s)."
                 )
             if confirm in (None, ""):
                 errors["passwordConfirm"] = REQUIRED

@@ -420,3 +420,15 @@ def test_greenlets_hammering_the_manager_leave_nothing_behind() -> None:
         "received_all": True,
         "errors": [],
     }
+
+
+def test_large_fan_out_pauses_between_slices(fake_clock: FakeClock) -> None:
+    pauses: list[int] = []
+    manager = RealtimeManager(
+        clock=fake_clock, yield_every=10, pause=lambda: pauses.append(len(pauses))
+    )
+    clients = [manager.register_client() for _ in range(35)]
+    for c in clients:
+        manager.set_subscriptions(c.id, subs("posts/*"))
+    assert manager.dispatch(post_event()).frames == 35
+    assert len(pauses) == 3

@@ -12,7 +12,8 @@ Routes (``{c}`` is a collection name or id)::
 
 ``fields`` and ``expand`` work on every route that returns records.  Statuses
 and bodies follow PROTOCOL-REST.md §6; the mapping of store errors to HTTP
-happens only here.
+happens only here.  Every response carries PocketBase's security headers and,
+for a request with an ``Origin``, CORS (``REALTIME_CORS_ORIGIN``; preflight 204).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from werkzeug.exceptions import HTTPException
 from ..auth import token_from_header
 from ..errors import BadRequest
 from ..errors import RealtimeError
+from ..extension import get_state
 from ..rules import RequestContext
 from ..schema import SUPERUSERS
 from ..schema import Collection
@@ -50,6 +52,36 @@ bp.register_error_handler(HTTPException, http_error_response)
 STORE_KEY = "realtime_store"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _SNAKE = re.compile(r"[^a-z0-9]+")
+
+
+#: PocketBase's security headers, on every API response (PROTOCOL-REST.md §1).
+SECURITY_HEADERS: t.Final[dict[str, str]] = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Xss-Protection": "1; mode=block",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+CORS_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    """Security headers, and CORS (``REALTIME_CORS_ORIGIN``) so browser apps can call us."""
+    response.headers.update(SECURITY_HEADERS)
+    response.vary.add("Origin")
+    origin = get_state().settings.cors_origin
+    if origin and request.headers.get("Origin"):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        if request.method == "OPTIONS":  # preflight
+            response.status_code = 204
+            response.set_data(b"")
+            response.headers.pop("Content-Type", None)
+            response.headers.pop("Allow", None)
+            response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+            requested = request.headers.get("Access-Control-Request-Headers")
+            if requested:
+                response.headers["Access-Control-Allow-Headers"] = requested
+    return response
 
 
 class AuthContextMissing(RealtimeError):
@@ -93,25 +125,40 @@ def request_context(body: t.Mapping[str, object] | None = None) -> RequestContex
     )
 
 
+#: Form/multipart key whose values are JSON objects merged into the body
+#: (the JS SDK sends non-file object values of a FormData body this way).
+JSON_PAYLOAD_KEY = "@jsonPayload"
+
+
+def _json_object(raw: str | bytes) -> dict[str, object]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest() from None
+    if body is None:  # Go's decoder leaves the map empty for `null`
+        return {}
+    if not isinstance(body, dict):
+        raise BadRequest()
+    return body
+
+
 def _read_body() -> dict[str, object]:
     request.max_content_length = MAX_BODY_BYTES
     mimetype = request.mimetype
+    if not request.content_length and "Transfer-Encoding" not in request.headers:
+        return {}  # PocketBase binds nothing from an empty body, whatever its type
     if request.is_json:
         raw = request.get_data(cache=True)
-        if not raw.strip():
-            return {}
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise BadRequest() from None
-        if not isinstance(body, dict):
-            raise BadRequest()
-        return body
+        return _json_object(raw) if raw.strip() else {}
     if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         out: dict[str, object] = {}
         for key in request.form:
+            if key == JSON_PAYLOAD_KEY:
+                continue
             values = request.form.getlist(key)
             out[key] = values[0] if len(values) == 1 else values
+        for payload in request.form.getlist(JSON_PAYLOAD_KEY):
+            out.update(_json_object(payload))
         return out
     if not mimetype:
         return {}  # PocketBase ignores a body without a content type
@@ -205,11 +252,13 @@ def update_record(collection: str, record_id: str) -> Response:
 
 
 @bp.delete("/api/collections/<collection>/records/<record_id>")
-def delete_record(collection: str, record_id: str) -> tuple[str, int]:
+def delete_record(collection: str, record_id: str) -> Response:
     store = get_store()
     coll = _collection(store, collection)
     store.delete(coll.name, record_id, request_context())
-    return "", 204
+    response = Response(status=204)
+    del response.headers["Content-Type"]  # PocketBase: empty body, no Content-Type
+    return response
 
 
 def _auth_response(store: RecordStore, coll: Collection, record: dict[str, t.Any]) -> Response:

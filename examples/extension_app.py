@@ -1,0 +1,102 @@
+"""realtime_flask inside your own Flask app, with access rules declared in Python.
+
+Run it (it monkey-patches first, as every gevent entry point must)::
+
+    .venv/bin/python examples/extension_app.py          # serves on 127.0.0.1:8091
+
+then, in two other terminals::
+
+    curl -N http://127.0.0.1:8091/api/realtime                     # note the clientId
+    curl -X POST http://127.0.0.1:8091/api/realtime -H 'Content-Type: application/json' \
+         -H 'Authorization: alice' -d '{"clientId":"<id>","subscriptions":["notes/*"]}'
+    curl -X POST http://127.0.0.1:8091/notes -H 'Authorization: alice' \
+         -H 'Content-Type: application/json' -d '{"text":"hi"}'
+
+Alice's stream shows her note; a stream subscribed as bob (or as a guest) does not.
+The app owns its data (a dict here, your ORM in real life) and its login (a
+header naming the user here, your session or token check in real life); it
+tells realtime_flask who the requester is (``auth_resolver``) and which
+records each subscriber may see (``PythonRules``), then calls ``broadcast``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import typing as t
+
+from flask import Flask
+from flask import Request
+from flask import abort
+from flask import request
+
+from realtime_flask import AuthUser
+from realtime_flask import Realtime
+from realtime_flask.access import PythonRules
+
+USERS = {"alice", "bob"}
+
+
+def current_user(req: Request) -> AuthUser | None:
+    """Your auth goes here; this demo trusts a header naming the user."""
+    name = req.headers.get("Authorization", "")
+    if name not in USERS:
+        return None
+    return AuthUser(collection_id="users", id=name, collection_name="users", record={"id": name})
+
+
+rules = PythonRules(
+    {
+        # only the owner sees a note: a PocketBase rule string over the record's keys
+        "notes": {"list": "owner = @request.auth.id", "view": "owner = @request.auth.id"},
+        # announcements are public
+        "announcements": {"list": "", "view": ""},
+        # audit entries: superusers only (None), as a null rule in PocketBase
+        "audit": {"list": None, "view": None},
+    }
+)
+realtime = Realtime(auth_resolver=current_user, visibility=rules)
+
+
+def create_app(config: t.Mapping[str, object] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config or {})
+    realtime.init_app(app)
+    notes: dict[str, dict[str, object]] = {}
+    ids = itertools.count(1)
+
+    @app.post("/notes")
+    def create_note() -> tuple[dict[str, object], int]:
+        user = current_user(request)
+        if user is None:
+            abort(401)
+        body = request.get_json(silent=True) or {}
+        note_id = f"note{next(ids):011d}"
+        note: dict[str, object] = {
+            "id": note_id,
+            "owner": user.id,
+            "text": str(body.get("text", "")),
+        }
+        notes[note_id] = note
+        realtime.broadcast("notes", "create", note)  # after the write is committed
+        return note, 200
+
+    @app.delete("/notes/<note_id>")
+    def delete_note(note_id: str) -> tuple[str, int]:
+        user = current_user(request)
+        note = notes.get(note_id)
+        if user is None or note is None or note["owner"] != user.id:
+            abort(404)
+        del notes[note_id]
+        realtime.broadcast("notes", "delete", note)
+        return "", 204
+
+    return app
+
+
+if __name__ == "__main__":
+    from gevent import monkey
+
+    monkey.patch_all()
+    from realtime_flask.serve import serve
+
+    serve(create_app(), "127.0.0.1", 8091)
