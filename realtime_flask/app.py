@@ -114,6 +114,8 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
             "message": "API is healthy.",
             "data": {
                 "realtime": {
+                    **get_state(app).broker.status(),
+                    **get_state(app).routing.status(),
                     "clients": manager.get_client_count(),
                     "droppedSlow": manager.dropped_slow,
                     "reapedIdle": manager.reaped_idle,

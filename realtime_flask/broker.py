@@ -33,26 +33,58 @@ class Broker(t.Protocol):
     def close(self) -> None:
         """Stop delivering; idempotent."""
 
+    def start(self) -> None:
+        """Start background delivery (listeners), if any."""
+
+    def status(self) -> dict[str, object]:
+        """Health: ``{"broker", "connected", "degraded", ...}``."""
+
+    def subscribe_reset(self, handler: t.Callable[[str], object]) -> None:
+        """Call ``handler(reason)`` when events may have been lost."""
+
 
 class MemoryBroker:
     """In-process broker: ids are a counter, history a bounded ring buffer.
 
-    Delivery is synchronous in the publisher's greenlet, so an event reaches
-    every local client's queue before ``publish`` returns.
+    Two delivery modes, both in id order:
+
+    * synchronous (default): handlers run in the publisher's greenlet, so an
+      event reaches every local client's queue before ``publish`` returns;
+    * with ``spawn`` (the extension passes one under gevent): ``publish`` only
+      stamps and queues the event, and one delivery greenlet runs the
+      handlers, so a write's HTTP response does not wait for the fan-out.
     """
 
-    def __init__(self, *, history_size: int = 1024) -> None:
+    def __init__(
+        self,
+        *,
+        history_size: int = 1024,
+        spawn: t.Callable[[t.Callable[[], None]], object] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
-        # Held across id assignment *and* delivery so every handler sees events
-        # in id order even when several greenlets publish at once.  Re-entrant
-        # so a handler may publish (the nested event is delivered after).
+        # Synchronous mode: held across id assignment *and* delivery so every
+        # handler sees events in id order even when several greenlets publish
+        # at once.  Re-entrant so a handler may publish.
         self._order = threading.RLock()
         self._counter = itertools.count(1)
         self._history: deque[Event] = deque(maxlen=history_size)
         self._handlers: list[EventHandler] = []
         self._closed = False
+        self._spawn = spawn
+        self._pending: deque[Event] = deque()
+        self._wake = threading.Condition(self._lock)
+        self._started = False
 
     def publish(self, event: Event) -> Event:
+        if self._spawn is not None:
+            with self._lock:
+                if self._closed:
+                    return event
+                stamped = event.with_id(str(next(self._counter)))
+                self._history.append(stamped)
+                self._pending.append(stamped)
+                self._wake.notify()
+            return stamped
         with self._order:
             with self._lock:
                 if self._closed:
@@ -60,16 +92,44 @@ class MemoryBroker:
                 stamped = event.with_id(str(next(self._counter)))
                 self._history.append(stamped)
                 handlers = tuple(self._handlers)
-            for handler in handlers:
-                try:
-                    handler(stamped)
-                except Exception:
-                    logger.exception("realtime event handler failed for event %s", stamped.id)
+            self._deliver(handlers, stamped)
         return stamped
+
+    def _deliver(self, handlers: tuple[EventHandler, ...], event: Event) -> None:
+        for handler in handlers:
+            try:
+                handler(event)
+            except Exception:
+                logger.exception("realtime event handler failed for event %s", event.id)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                batch = list(self._pending)
+                self._pending.clear()
+                handlers = tuple(self._handlers)
+            for event in batch:
+                self._deliver(handlers, event)
 
     def subscribe(self, handler: EventHandler) -> None:
         with self._lock:
             self._handlers.append(handler)
+
+    def status(self) -> dict[str, object]:
+        return {"broker": "memory", "connected": True, "degraded": False}
+
+    def subscribe_reset(self, handler: t.Callable[[str], object]) -> None:
+        """Resets never happen in one process (nothing is ever lost); kept for the interface."""
+
+    def start(self) -> None:
+        """Start the delivery greenlet (only with ``spawn``)."""
+        if self._spawn is not None and not self._started:
+            self._started = True
+            self._spawn(self._run)
 
     def history(self) -> list[Event]:
         """The retained events, oldest first."""
@@ -80,3 +140,5 @@ class MemoryBroker:
         with self._lock:
             self._closed = True
             self._handlers.clear()
+            self._pending.clear()
+            self._wake.notify_all()

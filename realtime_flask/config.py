@@ -28,6 +28,10 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_REAPER_INTERVAL": 5.0,
     "REALTIME_CORS_ORIGIN": "*",
     "REALTIME_PUBLISH_SECRET": "",
+    "REALTIME_REDIS_URL": "",
+    "REALTIME_HISTORY_SIZE": 10000,
+    "REALTIME_OUTBOX_SIZE": 10000,
+    "REALTIME_REGISTRY_TTL": 10.0,
     "REALTIME_SCHEMA": "",
     "REALTIME_DATA_DIR": "rf_data",
     "REALTIME_HOST": "127.0.0.1",
@@ -52,6 +56,14 @@ DOCS: t.Final[Mapping[str, str]] = {
     "(PocketBase allows `*`); empty turns CORS headers off.",
     "REALTIME_PUBLISH_SECRET": "Standalone service only: bearer secret for "
     "`POST /api/realtime/publish`; empty (the default) disables that route.",
+    "REALTIME_REDIS_URL": "Redis URL (`redis://host:6379/0`): share one event log and the "
+    "client registry between workers and hosts; empty = one process, in-memory broker.",
+    "REALTIME_HISTORY_SIZE": "Events kept in the log (Redis Stream `MAXLEN ~`, or the memory "
+    "broker's ring buffer).",
+    "REALTIME_OUTBOX_SIZE": "Events a process holds while Redis is unreachable; past it, "
+    "clients get an `RF_RESET` event instead of a silent loss.",
+    "REALTIME_REGISTRY_TTL": "Seconds a worker's heartbeat lives in Redis; clients of a "
+    "crashed worker answer 404 this long after it died.",
     "REALTIME_SCHEMA": "Standalone service: a collections JSON file in PocketBase's export "
     "shape; empty uses the built-in `users` (auth) and `posts` collections.",
     "REALTIME_DATA_DIR": "Standalone service: folder of the SQLite database (`data.db`, WAL "
@@ -107,6 +119,10 @@ class Settings:
     reaper_interval: float
     cors_origin: str
     publish_secret: str
+    redis_url: str
+    history_size: int
+    outbox_size: int
+    registry_ttl: float
     schema: str
     data_dir: str
     host: str
@@ -145,6 +161,10 @@ class Settings:
             ),
             cors_origin=_text("REALTIME_CORS_ORIGIN", get("REALTIME_CORS_ORIGIN")),
             publish_secret=_text("REALTIME_PUBLISH_SECRET", get("REALTIME_PUBLISH_SECRET")),
+            redis_url=_text("REALTIME_REDIS_URL", get("REALTIME_REDIS_URL")),
+            history_size=_number("REALTIME_HISTORY_SIZE", get("REALTIME_HISTORY_SIZE"), int, 1),
+            outbox_size=_number("REALTIME_OUTBOX_SIZE", get("REALTIME_OUTBOX_SIZE"), int, 1),
+            registry_ttl=_number("REALTIME_REGISTRY_TTL", get("REALTIME_REGISTRY_TTL"), float, 0.1),
             schema=_text("REALTIME_SCHEMA", get("REALTIME_SCHEMA")),
             data_dir=_text("REALTIME_DATA_DIR", get("REALTIME_DATA_DIR")),
             host=_text("REALTIME_HOST", get("REALTIME_HOST")),

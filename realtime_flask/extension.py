@@ -7,6 +7,8 @@ through ``current_app``.
 
 from __future__ import annotations
 
+import sys
+import threading
 import typing as t
 from dataclasses import dataclass
 
@@ -22,9 +24,15 @@ from .events import Event
 from .manager import DispatchResult
 from .manager import RealtimeManager
 from .manager import Reaper
+from .router import LocalRouter
+from .router import Router
 
 if t.TYPE_CHECKING:
     from .access import Visibility
+
+#: The SSE event sent when a client may have missed events (Redis outage past
+#: the outbox, or history that no longer reaches back): refetch, then go on.
+RESET_EVENT = "RF_RESET"
 
 __all__ = ["AuthResolver", "Realtime", "RealtimeState", "get_state"]
 
@@ -48,6 +56,7 @@ class RealtimeState:
     reaper: Reaper | None
     auth_resolver: AuthResolver
     visibility: Visibility | None = None
+    router: Router | None = None
 
     def publish(self, event: Event) -> Event:
         return self.broker.publish(event)
@@ -64,11 +73,26 @@ class RealtimeState:
         self.manager.apply_auth_change(event)
         return self.manager.dispatch(event, view)
 
+    @property
+    def routing(self) -> Router:
+        """Where subscription POSTs are applied (this process unless scaled out)."""
+        if self.router is None:
+            self.router = LocalRouter(self.manager)
+        return self.router
+
+    def reset(self, reason: str) -> int:
+        """Tell every client that events may have been lost (``RF_RESET``): refetch."""
+        return self.manager.send_to_all(RESET_EVENT, {"reason": reason})
+
     def shutdown(self) -> int:
         """Stop the reaper and close every stream cleanly; returns streams closed."""
         if self.reaper is not None:
             self.reaper.stop()
-        return self.manager.close_all()
+        closed = self.manager.close_all()
+        if self.router is not None:
+            self.router.close()
+        self.broker.close()
+        return closed
 
 
 class Realtime:
@@ -117,7 +141,26 @@ class Realtime:
             idle_timeout=settings.idle_timeout,
             max_lifetime=settings.max_lifetime,
         )
-        broker = self._broker if self._broker is not None else MemoryBroker()
+        broker: Broker
+        router: Router
+        if self._broker is not None:
+            broker = self._broker
+        elif settings.redis_url:
+            from .redis_broker import RedisBroker  # type: ignore[import-not-found]
+
+            broker = RedisBroker(
+                settings.redis_url,
+                history_size=settings.history_size,
+                outbox_size=settings.outbox_size,
+            )
+        else:
+            broker = MemoryBroker(history_size=settings.history_size, spawn=_delivery_spawn())
+        if settings.redis_url:
+            from .redis_cluster import RedisRouter
+
+            router = RedisRouter(settings.redis_url, manager, ttl=settings.registry_ttl)
+        else:
+            router = LocalRouter(manager)
         reaper = Reaper(manager, settings.reaper_interval) if settings.reaper_enabled else None
         state = RealtimeState(
             settings=settings,
@@ -126,8 +169,12 @@ class Realtime:
             reaper=reaper,
             auth_resolver=self._auth_resolver or _guest,
             visibility=self._visibility or _open_visibility(),
+            router=router,
         )
         broker.subscribe(state.deliver)
+        broker.subscribe_reset(state.reset)
+        broker.start()
+        router.start()
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(bp)
         if reaper is not None:
@@ -155,6 +202,24 @@ class Realtime:
 
     def state(self, app: Flask | None = None) -> RealtimeState:
         return get_state(app)
+
+
+def _delivery_spawn() -> t.Callable[[t.Callable[[], None]], object] | None:
+    """Under gevent's patching, deliver from a greenlet of its own (writes return
+    before the fan-out); otherwise synchronously (tests, threaded servers)."""
+    if "gevent" not in sys.modules:
+        return None
+    from gevent import monkey
+
+    if not monkey.is_module_patched("threading"):
+        return None
+
+    def spawn(target: t.Callable[[], None]) -> object:
+        thread = threading.Thread(target=target, name="realtime-delivery", daemon=True)
+        thread.start()
+        return thread
+
+    return spawn
 
 
 def _open_visibility() -> Visibility:

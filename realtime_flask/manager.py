@@ -215,6 +215,7 @@ class RealtimeManager:
         # collection name or id as written in a topic -> client id -> that
         # client's subscriptions on that collection.
         self._index: dict[str, dict[str, tuple[Subscription, ...]]] = {}
+        self._on_remove: list[t.Callable[[str], object]] = []
         self.dropped_slow = 0
         self.reaped_idle = 0
         self.reaped_lifetime = 0
@@ -243,7 +244,16 @@ class RealtimeManager:
             client.close_reason = reason
         client.controller.close()
         logger.debug("realtime client %s closed: %s", client_id, reason)
+        for callback in self._on_remove:
+            try:
+                callback(client_id)
+            except Exception:  # a listener must not break the close path
+                logger.exception("realtime on_remove callback failed for %s", client_id)
         return True
+
+    def on_remove(self, callback: t.Callable[[str], object]) -> None:
+        """Call ``callback(client_id)`` after every client removal (outside the lock)."""
+        self._on_remove.append(callback)
 
     def get_client(self, client_id: str) -> RealtimeClient | None:
         with self._lock:
@@ -408,6 +418,20 @@ class RealtimeManager:
                     break
                 frames += 1
         return DispatchResult(frames=frames, clients=len(per_client) - dropped, dropped=dropped)
+
+    def send_to_all(self, event_name: str, data: object) -> int:
+        """Queue one frame named ``event_name`` to every client (e.g. ``RF_RESET``)."""
+        body = sse.format_event_body(event_name, data)
+        with self._lock:
+            clients = list(self._clients.values())
+        sent = 0
+        for client in clients:
+            if client.controller.put_nowait(client.id_line + body):
+                sent += 1
+            elif self.remove_client(client.id, reason="slow consumer: queue full"):
+                with self._lock:
+                    self.dropped_slow += 1
+        return sent
 
     def apply_auth_change(self, event: Event) -> int:
         """Keep the auth of connected clients in step with their auth record.

@@ -79,6 +79,7 @@ def connect() -> Response:
     state = get_state()
     manager = state.manager
     client = manager.register_client(remote_addr=request.remote_addr)
+    state.routing.register(client.id)  # before PB_CONNECT: a POST may reach another worker
     stop_watcher = _watch_peer_eof(request.environ, manager, client.id)
 
     def close() -> None:
@@ -128,9 +129,7 @@ def set_subscriptions() -> tuple[str, int]:
         max_topic_length=state.settings.max_topic_length,
     )
     user = state.auth_resolver(request)
-    state.manager.subscribe(
-        client_id, subscriptions, user, remote_addr=request.remote_addr, check_addr=True
-    )
+    state.routing.subscribe(client_id, subscriptions, user, request.remote_addr)
     return "", 204
 
 

@@ -1,0 +1,293 @@
+"""Subscriptions that land on any worker: a client registry and a control channel in Redis.
+
+A realtime client's stream lives in one process (its *node*); its
+``POST /api/realtime`` may reach any worker of any host.  The worker that gets
+the POST validates it, then routes it to the owner and answers only once the
+owner applied it, so after a 204 every later event reaches the client.
+
+Rules:
+
+1. Registry: ``<prefix>:clients`` maps client id -> node id, written when the
+   stream opens (before PB_CONNECT is sent) and removed lazily after it closes;
+   ``<prefix>:node:<node>`` is the node's heartbeat key with a TTL.  A client
+   whose node has no heartbeat (the worker died) does not exist: 404.
+2. Control: the POST's worker pushes ``{req, client, subs, auth, addr}`` on
+   ``<prefix>:ctl:<node>`` and waits (bounded) on ``<prefix>:reply:<req>``; the
+   owner's control greenlet applies it with ``RealtimeManager.subscribe`` (same
+   checks, same errors as one process) and pushes the outcome back.
+3. A local client never leaves the process: no Redis round trip.
+4. ``import redis`` happens only in this module and in ``redis_broker``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import typing as t
+
+from nanoid import generate as _nanoid
+
+from .errors import AccessDenied
+from .errors import BadRequest
+from .errors import BrokerUnavailable
+from .errors import ClientNotFound
+from .errors import RealtimeError
+from .events import AuthUser
+from .manager import RealtimeManager
+from .topics import Subscription
+from .topics import parse_topic
+
+__all__ = ["RedisRouter"]
+
+logger = logging.getLogger(__name__)
+
+Spawn = t.Callable[[t.Callable[[], None]], object]
+
+
+def _spawn_daemon(target: t.Callable[[], None]) -> object:
+    thread = threading.Thread(target=target, name="realtime-router", daemon=True)
+    thread.start()
+    return thread
+
+
+def _user_to_json(user: AuthUser | None) -> dict[str, object] | None:
+    if user is None:
+        return None
+    return {
+        "collectionId": user.collection_id,
+        "id": user.id,
+        "collectionName": user.collection_name,
+        "record": dict(user.record),
+        "superuser": user.superuser,
+    }
+
+
+def _user_from_json(data: object) -> AuthUser | None:
+    if not isinstance(data, dict):
+        return None
+    record = data.get("record")
+    return AuthUser(
+        collection_id=str(data.get("collectionId", "")),
+        id=str(data.get("id", "")),
+        collection_name=str(data.get("collectionName", "")),
+        record=record if isinstance(record, dict) else {},
+        superuser=bool(data.get("superuser", False)),
+    )
+
+
+class RedisRouter:
+    """Routes subscription POSTs to the node that holds the client's stream.
+
+    :param url: Redis URL.
+    :param manager: this node's clients.
+    :param ttl: seconds a node stays alive without a heartbeat; its clients
+        answer 404 that long after it died.
+    :param reply_timeout: seconds to wait for the owner's answer.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        manager: RealtimeManager,
+        *,
+        prefix: str = "realtime",
+        ttl: float = 10.0,
+        reply_timeout: float = 5.0,
+        spawn: Spawn | None = None,
+    ) -> None:
+        try:
+            import redis
+        except ImportError:  # pragma: no cover - depends on the install
+            raise BrokerUnavailable(
+                "install realtime_flask[redis] to use REALTIME_REDIS_URL"
+            ) from None
+        if "gevent" in sys.modules:
+            from gevent import monkey
+
+            if not monkey.is_module_patched("socket"):
+                raise BrokerUnavailable(
+                    "Redis under gevent needs patched sockets: call gevent.monkey.patch_all() "
+                    "first (gunicorn -k gevent does)"
+                )
+        self._redis_mod = redis
+        self.url = url
+        self.manager = manager
+        self.prefix = prefix
+        self.ttl = ttl
+        self.reply_timeout = reply_timeout
+        self.node_id = f"{socket.gethostname()}-{os.getpid()}-{_nanoid(size=8)}"
+        self._spawn = spawn or _spawn_daemon
+        self._stop = threading.Event()
+        self._started = False
+        self._gone: list[str] = []
+        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._ctl = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self.connected = False
+        manager.on_remove(self._forget)
+
+    # -- keys ---------------------------------------------------------------------------
+
+    @property
+    def _clients_key(self) -> str:
+        return f"{self.prefix}:clients"
+
+    def _node_key(self, node: str) -> str:
+        return f"{self.prefix}:node:{node}"
+
+    def _ctl_key(self, node: str) -> str:
+        return f"{self.prefix}:ctl:{node}"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            self._beat()
+        except self._redis_mod.RedisError as exc:
+            logger.warning("realtime router: Redis unreachable at start (%s); retrying", exc)
+        self._spawn(self._heartbeat_loop)
+        self._spawn(self._control_loop)
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(self._redis_mod.RedisError):
+            self._r.delete(self._node_key(self.node_id))
+
+    def status(self) -> dict[str, object]:
+        return {"router": "redis", "node": self.node_id, "connected": self.connected}
+
+    def _beat(self) -> None:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.set(self._node_key(self.node_id), "1", px=int(self.ttl * 1000))
+        gone, self._gone = self._gone, []
+        if gone:
+            pipe.hdel(self._clients_key, *gone)
+        try:
+            pipe.execute()
+        except self._redis_mod.RedisError:
+            self._gone[:0] = gone
+            self.connected = False
+            raise
+        self.connected = True
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(self.ttl / 3, 0.05)
+        while not self._stop.wait(interval):
+            try:
+                self._beat()
+            except self._redis_mod.RedisError as exc:
+                logger.warning("realtime router heartbeat failed: %s", exc)
+
+    # -- registry -----------------------------------------------------------------------
+
+    def register(self, client_id: str) -> None:
+        """Record that ``client_id``'s stream lives here (before PB_CONNECT goes out)."""
+        try:
+            self._r.hset(self._clients_key, client_id, self.node_id)
+        except self._redis_mod.RedisError as exc:
+            # The stream still works locally; POSTs to other workers will 404.
+            logger.warning("realtime client %s not registered in Redis: %s", client_id, exc)
+
+    def _forget(self, client_id: str) -> None:
+        # Called from the manager's close path, possibly inside a fan-out: no IO
+        # here.  The owner answers 404 for it meanwhile, so a lazy HDEL is exact.
+        self._gone.append(client_id)
+
+    # -- routing ------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        client_id: str,
+        subscriptions: list[Subscription],
+        user: AuthUser | None,
+        remote_addr: str | None,
+    ) -> None:
+        if self.manager.get_client(client_id) is not None:
+            self.manager.subscribe(
+                client_id, subscriptions, user, remote_addr=remote_addr, check_addr=True
+            )
+            return
+        try:
+            node = self._r.hget(self._clients_key, client_id)
+            if node is None:
+                raise ClientNotFound()
+            node_id = node.decode() if isinstance(node, bytes) else str(node)
+            if node_id == self.node_id or not self._r.exists(self._node_key(node_id)):
+                raise ClientNotFound()
+            request_id = _nanoid(size=21)
+            command = {
+                "req": request_id,
+                "client": client_id,
+                "subs": [s.raw for s in subscriptions],
+                "auth": _user_to_json(user),
+                "addr": remote_addr,
+            }
+            reply_key = f"{self.prefix}:reply:{request_id}"
+            pipe = self._r.pipeline(transaction=False)
+            pipe.rpush(self._ctl_key(node_id), json.dumps(command))
+            pipe.expire(self._ctl_key(node_id), int(max(self.ttl * 3, 30)))
+            pipe.execute()
+            reply = self._r.blpop([reply_key], timeout=self.reply_timeout)
+        except self._redis_mod.RedisError as exc:
+            logger.warning("realtime POST for %s could not be routed: %s", client_id, exc)
+            raise ClientNotFound() from None
+        if reply is None:
+            raise ClientNotFound()
+        _raise_for(json.loads(reply[1]))
+
+    def _control_loop(self) -> None:
+        backoff = 0.05
+        key = self._ctl_key(self.node_id)
+        while not self._stop.is_set():
+            try:
+                item = self._ctl.blpop([key], timeout=1)
+                backoff = 0.05
+            except self._redis_mod.RedisError as exc:
+                logger.warning("realtime control channel: %s", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if item is None:
+                continue
+            try:
+                self._apply(json.loads(item[1]))
+            except Exception:  # one bad command must not stop the loop
+                logger.exception("realtime control command failed")
+
+    def _apply(self, command: dict[str, t.Any]) -> None:
+        outcome: dict[str, object] = {"status": 204}
+        try:
+            subs = [parse_topic(raw) for raw in command.get("subs", [])]
+            self.manager.subscribe(
+                str(command["client"]),
+                subs,
+                _user_from_json(command.get("auth")),
+                remote_addr=command.get("addr"),
+                check_addr=True,
+            )
+        except RealtimeError as exc:
+            outcome = {"status": exc.status_hint, "message": exc.message}
+        reply_key = f"{self.prefix}:reply:{command['req']}"
+        pipe = self._ctl.pipeline(transaction=False)
+        pipe.rpush(reply_key, json.dumps(outcome))
+        pipe.expire(reply_key, 30)
+        pipe.execute()
+
+
+def _raise_for(outcome: dict[str, t.Any]) -> None:
+    status = outcome.get("status")
+    message = outcome.get("message")
+    if status == 204:
+        return
+    if status == 403:
+        raise AccessDenied()
+    if status == 400:
+        raise BadRequest(message if isinstance(message, str) else None)
+    raise ClientNotFound()
