@@ -146,7 +146,7 @@ class Realtime:
         if self._broker is not None:
             broker = self._broker
         elif settings.redis_url:
-            from .redis_broker import RedisBroker  # type: ignore[import-not-found]
+            from .redis_broker import RedisBroker
 
             broker = RedisBroker(
                 settings.redis_url,
@@ -194,7 +194,10 @@ class Realtime:
         Reaches ``collection/*``, ``collection/<record["id"]>`` and the bare
         ``collection`` topic (and the same with ``collection_id``), one frame
         per matching subscription, the event name being the topic exactly as
-        the client sent it.  Returns the published event (with its id).
+        the client sent it.  Returns the published event: with its id from
+        the in-process broker; under Redis the id (a stream id) is assigned
+        when the event reaches the log and the fan-out happens on each
+        worker's listener.
         Raises InvalidEvent for a bad collection, action or record.
         """
         state = get_state(app)
