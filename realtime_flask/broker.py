@@ -131,10 +131,20 @@ class MemoryBroker:
             self._started = True
             self._spawn(self._run)
 
-    def history(self) -> list[Event]:
-        """The retained events, oldest first."""
+    def history(self, after: str | None = None, limit: int = 10000) -> list[Event] | None:
+        """Retained events after the id ``after`` (all when None), oldest first, at most
+        ``limit``; None when the history no longer reaches back to ``after``."""
         with self._lock:
-            return list(self._history)
+            events = list(self._history)
+        if after is None:
+            return events[:limit]
+        try:
+            position = int(after)
+        except ValueError:
+            return None
+        if events and position < int(events[0].id) - 1:
+            return None
+        return [e for e in events if int(e.id) > position][:limit]
 
     def close(self) -> None:
         with self._lock:

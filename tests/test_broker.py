@@ -61,3 +61,15 @@ def test_delivery_greenlet_mode_keeps_order_and_returns_before_delivery() -> Non
     broker.close()
     threads[0].join(5)
     assert not threads[0].is_alive()
+
+
+def test_history_after_an_id_and_when_it_no_longer_reaches_back() -> None:
+    broker = MemoryBroker(history_size=3)
+    for n in range(5):
+        broker.publish(make(n))
+    history = broker.history("3")
+    assert history is not None and [e.id for e in history] == ["4", "5"]
+    assert broker.history("2") is not None  # "3" is the oldest kept: nothing after 2 is lost
+    assert broker.history("1") is None  # event 2 fell out
+    assert broker.history("bogus") is None
+    assert broker.history("5") == []

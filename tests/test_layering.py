@@ -49,3 +49,10 @@ def test_public_names_resolve_lazily() -> None:
         assert getattr(realtime_flask, name) is not None
     with pytest.raises(AttributeError):
         realtime_flask.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("module", ["redis_broker", "redis_cluster"])
+def test_redis_modules_import_redis_only_when_used(module: str) -> None:
+    code = f"import sys, realtime_flask.{module}; print('redis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
