@@ -39,6 +39,7 @@ from .errors import ClientNotFound
 from .errors import RealtimeError
 from .events import AuthUser
 from .manager import RealtimeManager
+from .router import LocalRouter
 from .topics import Subscription
 from .topics import parse_topic
 
@@ -117,6 +118,7 @@ class RedisRouter:
         self._redis_mod = redis
         self.url = url
         self.manager = manager
+        self._local = LocalRouter(manager)
         self.prefix = prefix
         self.ttl = ttl
         self.reply_timeout = reply_timeout
@@ -210,9 +212,7 @@ class RedisRouter:
         remote_addr: str | None,
     ) -> None:
         if self.manager.get_client(client_id) is not None:
-            self.manager.subscribe(
-                client_id, subscriptions, user, remote_addr=remote_addr, check_addr=True
-            )
+            self._local.subscribe(client_id, subscriptions, user, remote_addr)
             return
         try:
             node = self._r.hget(self._clients_key, client_id)

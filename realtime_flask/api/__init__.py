@@ -6,15 +6,17 @@ every error body is ``{"data": {...}, "message": "...", "status": N}``.
 
 from __future__ import annotations
 
+import json
 import typing as t
 
 from flask import Response
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+from ..errors import BadRequest
 from ..errors import RealtimeError
 
-__all__ = ["error_response", "http_error_response"]
+__all__ = ["error_response", "http_error_response", "json_object"]
 
 NOT_FOUND = "The requested resource wasn't found."
 
@@ -23,6 +25,20 @@ _HTTP_MESSAGES: t.Final[dict[int, str]] = {
     405: NOT_FOUND,
     413: "Request entity too large.",
 }
+
+
+def json_object(raw: str | bytes) -> dict[str, object]:
+    """A JSON request body as PocketBase's binder reads it: an object, ``null`` as
+    ``{}``; malformed JSON or another type is the generic 400."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest() from None
+    if body is None:  # Go's decoder leaves the target empty for `null`
+        return {}
+    if not isinstance(body, dict):
+        raise BadRequest()
+    return body
 
 
 def error_response(exc: RealtimeError) -> tuple[Response, int]:

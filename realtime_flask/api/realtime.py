@@ -16,7 +16,6 @@ Rules of the streaming view (a generator under gevent):
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import sys
@@ -29,7 +28,6 @@ from flask import request
 from werkzeug.exceptions import HTTPException
 
 from .. import sse
-from ..errors import BadRequest
 from ..errors import RealtimeError
 from ..extension import RealtimeState
 from ..extension import get_state
@@ -40,6 +38,7 @@ from ..topics import validate_subscribe_request
 from . import NOT_FOUND
 from . import error_response
 from . import http_error_response
+from . import json_object
 
 __all__ = ["bp"]
 
@@ -149,15 +148,7 @@ def _read_body() -> dict[str, object]:
         raw = request.get_data(cache=False)
         if not raw.strip():
             return {}
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise BadRequest() from None
-        if body is None:  # Go's decoder leaves the struct empty for `null`
-            return {}
-        if not isinstance(body, dict):
-            raise BadRequest()
-        return _fold_keys(body)
+        return _fold_keys(json_object(raw))
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form = request.form
         out: dict[str, object] = {}

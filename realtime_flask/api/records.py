@@ -18,7 +18,6 @@ for a request with an ``Origin``, CORS (``REALTIME_CORS_ORIGIN``; preflight 204)
 
 from __future__ import annotations
 
-import json
 import re
 import typing as t
 
@@ -42,6 +41,7 @@ from ..store import Unauthorized
 from ..store import pick_fields
 from . import error_response
 from . import http_error_response
+from . import json_object
 
 __all__ = ["bp", "get_store", "request_context", "snake_header"]
 
@@ -130,18 +130,6 @@ def request_context(body: t.Mapping[str, object] | None = None) -> RequestContex
 JSON_PAYLOAD_KEY = "@jsonPayload"
 
 
-def _json_object(raw: str | bytes) -> dict[str, object]:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise BadRequest() from None
-    if body is None:  # Go's decoder leaves the map empty for `null`
-        return {}
-    if not isinstance(body, dict):
-        raise BadRequest()
-    return body
-
-
 def _read_body() -> dict[str, object]:
     request.max_content_length = MAX_BODY_BYTES
     mimetype = request.mimetype
@@ -149,7 +137,7 @@ def _read_body() -> dict[str, object]:
         return {}  # PocketBase binds nothing from an empty body, whatever its type
     if request.is_json:
         raw = request.get_data(cache=True)
-        return _json_object(raw) if raw.strip() else {}
+        return json_object(raw) if raw.strip() else {}
     if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         out: dict[str, object] = {}
         for key in request.form:
@@ -158,7 +146,7 @@ def _read_body() -> dict[str, object]:
             values = request.form.getlist(key)
             out[key] = values[0] if len(values) == 1 else values
         for payload in request.form.getlist(JSON_PAYLOAD_KEY):
-            out.update(_json_object(payload))
+            out.update(json_object(payload))
         return out
     if not mimetype:
         return {}  # PocketBase ignores a body without a content type
