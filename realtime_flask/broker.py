@@ -42,6 +42,9 @@ class Broker(t.Protocol):
     def subscribe_reset(self, handler: t.Callable[[str], object]) -> None:
         """Call ``handler(reason)`` when events may have been lost."""
 
+    def history(self, after: str, limit: int) -> list[Event] | None:
+        """Events after id ``after``, oldest first; None when history no longer reaches back."""
+
 
 class MemoryBroker:
     """In-process broker: ids are a counter, history a bounded ring buffer.

@@ -32,6 +32,7 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_HISTORY_SIZE": 10000,
     "REALTIME_OUTBOX_SIZE": 10000,
     "REALTIME_REGISTRY_TTL": 10.0,
+    "REALTIME_RESUME_GRACE": 60.0,
     "REALTIME_SCHEMA": "",
     "REALTIME_DATA_DIR": "rf_data",
     "REALTIME_HOST": "127.0.0.1",
@@ -64,6 +65,9 @@ DOCS: t.Final[Mapping[str, str]] = {
     "clients get an `RF_RESET` event instead of a silent loss.",
     "REALTIME_REGISTRY_TTL": "Seconds a worker's heartbeat lives in Redis; clients of a "
     "crashed worker answer 404 this long after it died.",
+    "REALTIME_RESUME_GRACE": "Seconds after a disconnect during which a plain EventSource "
+    "that reconnects with `Last-Event-ID` from the same address gets its client back (id, "
+    "topics, auth) and the events it missed; 0 turns resume off.",
     "REALTIME_SCHEMA": "Standalone service: a collections JSON file in PocketBase's export "
     "shape; empty uses the built-in `users` (auth) and `posts` collections.",
     "REALTIME_DATA_DIR": "Standalone service: folder of the SQLite database (`data.db`, WAL "
@@ -123,6 +127,7 @@ class Settings:
     history_size: int
     outbox_size: int
     registry_ttl: float
+    resume_grace: float
     schema: str
     data_dir: str
     host: str
@@ -165,6 +170,7 @@ class Settings:
             history_size=_number("REALTIME_HISTORY_SIZE", get("REALTIME_HISTORY_SIZE"), int, 1),
             outbox_size=_number("REALTIME_OUTBOX_SIZE", get("REALTIME_OUTBOX_SIZE"), int, 1),
             registry_ttl=_number("REALTIME_REGISTRY_TTL", get("REALTIME_REGISTRY_TTL"), float, 0.1),
+            resume_grace=_number("REALTIME_RESUME_GRACE", get("REALTIME_RESUME_GRACE"), float, 0),
             schema=_text("REALTIME_SCHEMA", get("REALTIME_SCHEMA")),
             data_dir=_text("REALTIME_DATA_DIR", get("REALTIME_DATA_DIR")),
             host=_text("REALTIME_HOST", get("REALTIME_HOST")),

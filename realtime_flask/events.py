@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from .errors import RealtimeError
 
-__all__ = ["ACTIONS", "AuthUser", "Event", "InvalidEvent", "same_auth"]
+__all__ = ["ACTIONS", "AuthUser", "Event", "InvalidEvent", "event_position", "same_auth"]
 
 ACTIONS: t.Final[frozenset[str]] = frozenset({"create", "update", "delete"})
 
@@ -38,6 +38,16 @@ class AuthUser:
     collection_name: str = ""
     record: t.Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
     superuser: bool = False
+
+
+def event_position(event_id: str) -> tuple[int, int]:
+    """Order of event ids: the memory broker's counters (``"12"``) and Redis
+    stream ids (``"1700000000000-3"``); an empty or odd id sorts first."""
+    head, _, tail = event_id.partition("-")
+    try:
+        return (int(head), int(tail or 0))
+    except ValueError:
+        return (-1, -1)
 
 
 def same_auth(a: AuthUser | None, b: AuthUser | None) -> bool:

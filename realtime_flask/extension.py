@@ -16,12 +16,16 @@ from flask import Flask
 from flask import Request
 from flask import current_app
 
+from . import sse
 from .broker import Broker
 from .broker import MemoryBroker
 from .config import Settings
+from .errors import RealtimeError
 from .events import AuthUser
 from .events import Event
+from .events import event_position
 from .manager import DispatchResult
+from .manager import RealtimeClient
 from .manager import RealtimeManager
 from .manager import Reaper
 from .router import LocalRouter
@@ -57,12 +61,16 @@ class RealtimeState:
     auth_resolver: AuthResolver
     visibility: Visibility | None = None
     router: Router | None = None
+    #: Id of the newest event handed to the manager (set before its fan-out).
+    last_delivered: str = ""
 
     def publish(self, event: Event) -> Event:
         return self.broker.publish(event)
 
     def deliver(self, event: Event) -> DispatchResult:
         """The broker's handler: auth side effects, then the rule-filtered fan-out."""
+        # Set first: a client resumed during this fan-out replays this event.
+        self.last_delivered = event.id
         view = None if self.visibility is None else self.visibility.begin(event)
         if event.action == "delete":
             # PocketBase checks a delete before it happens, so the owner of a
@@ -72,6 +80,48 @@ class RealtimeState:
             return result
         self.manager.apply_auth_change(event)
         return self.manager.dispatch(event, view)
+
+    def open_client(self, remote_addr: str | None, last_event_id: str = "") -> RealtimeClient:
+        """Register the client of a new stream, resuming a parked one when asked.
+
+        ``last_event_id`` is ``<clientId>.<event id>`` as our frames carry it.  A
+        client parked within the grace period from the same address comes back
+        with its id, topics and auth, and its queue starts with the events it
+        missed since that id (filtered by its rules, in order, no duplicates;
+        an ``RF_RESET`` frame instead when the history no longer reaches back);
+        anything else gets a fresh client.
+        """
+        client_id, _, position = last_event_id.rpartition(".")
+        parked = None
+        if client_id and position and client_id.isalnum():
+            parked = self.routing.take_parked(client_id, remote_addr)
+        if parked is None:
+            return self.manager.register_client(remote_addr=remote_addr)
+        upto = self.last_delivered  # events up to here are replayed, later ones are live
+        try:
+            client = self.manager.register_client(remote_addr=remote_addr, resume=parked)
+        except RealtimeError:
+            return self.manager.register_client(remote_addr=remote_addr)
+        self._replay(client, position, upto)
+        return client
+
+    def _replay(self, client: RealtimeClient, after: str, upto: str) -> None:
+        try:
+            history = self.broker.history(after, self.manager.queue_size)
+        except RealtimeError:
+            history = None
+        frames: list[bytes] = []
+        if history is not None:
+            limit = event_position(upto)
+            for event in history:
+                if event_position(event.id) > limit:
+                    break
+                view = None if self.visibility is None else self.visibility.begin(event)
+                frames.extend(self.manager.render(client, event, view))
+        if history is None or len(frames) > self.manager.queue_size:
+            reset = sse.format_event_body(RESET_EVENT, {"reason": "history_lost"})
+            frames = [client.id_line + reset]
+        client.controller.put_front(frames)
 
     @property
     def routing(self) -> Router:
@@ -158,9 +208,14 @@ class Realtime:
         if settings.redis_url:
             from .redis_cluster import RedisRouter
 
-            router = RedisRouter(settings.redis_url, manager, ttl=settings.registry_ttl)
+            router = RedisRouter(
+                settings.redis_url,
+                manager,
+                ttl=settings.registry_ttl,
+                grace=settings.resume_grace,
+            )
         else:
-            router = LocalRouter(manager)
+            router = LocalRouter(manager, grace=settings.resume_grace)
         reaper = Reaper(manager, settings.reaper_interval) if settings.reaper_enabled else None
         state = RealtimeState(
             settings=settings,

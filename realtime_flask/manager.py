@@ -47,6 +47,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "ClientQueue",
     "DispatchResult",
+    "ParkedClient",
     "QueueClosed",
     "Reaper",
     "RealtimeClient",
@@ -117,6 +118,14 @@ class ClientQueue:
             self._frames.clear()
             return chunk
 
+    def put_front(self, frames: list[bytes]) -> None:
+        """Put ``frames`` before everything queued (a replay); may exceed ``maxsize``."""
+        with self._cond:
+            if self._closed:
+                return
+            self._frames.extendleft(reversed(frames))
+            self._cond.notify()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -161,12 +170,30 @@ class RealtimeClient:
         # per-client part of a frame, so it is encoded once here.
         self.id_line = sse.format_id_line(client_id)
 
+    def event_id_line(self, event_id: str) -> bytes:
+        """``id:<clientId>.<event id>``: names the client and its log position, so a
+        plain EventSource can resume with ``Last-Event-ID``."""
+        if not event_id:
+            return self.id_line
+        return self.id_line[:-1] + b"." + event_id.encode() + b"\n"
+
     def connect_frame(self) -> bytes:
         """The PB_CONNECT frame: ``id`` and ``data.clientId`` are the same id."""
         return self.id_line + sse.format_event_body("PB_CONNECT", {"clientId": self.id})
 
     def __repr__(self) -> str:
         return f"<RealtimeClient {self.id!r} topics={len(self.subscriptions)}>"
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedClient:
+    """What a closed client leaves behind for a resume with ``Last-Event-ID``."""
+
+    id: str
+    subscriptions: tuple[Subscription, ...]
+    user: AuthUser | None
+    remote_addr: str | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,17 +242,33 @@ class RealtimeManager:
         # collection name or id as written in a topic -> client id -> that
         # client's subscriptions on that collection.
         self._index: dict[str, dict[str, tuple[Subscription, ...]]] = {}
-        self._on_remove: list[t.Callable[[str], object]] = []
+        self._on_remove: list[t.Callable[[ParkedClient], object]] = []
         self.dropped_slow = 0
         self.reaped_idle = 0
         self.reaped_lifetime = 0
 
     # -- registry ---------------------------------------------------------------
 
-    def register_client(self, *, remote_addr: str | None = None) -> RealtimeClient:
-        """Create and register a new client with an empty queue and no topics."""
+    def register_client(
+        self, *, remote_addr: str | None = None, resume: ParkedClient | None = None
+    ) -> RealtimeClient:
+        """Create and register a new client with an empty queue and no topics.
+
+        With ``resume``, the client gets back the parked client's id, topics and
+        auth (never more than it had); ClientNotFound if that id is live.
+        """
         now = self.clock()
         controller = ClientQueue(self.queue_size)
+        if resume is not None:
+            client = RealtimeClient(resume.id, controller, now, remote_addr)
+            with self._lock:
+                if client.id in self._clients:
+                    raise ClientNotFound("client id already connected")
+                self._clients[client.id] = client
+                client.user = resume.user
+                client.subscriptions = _dedupe(resume.subscriptions)
+                self._index_locked(client)
+            return client
         while True:
             client = RealtimeClient(self._id_factory(), controller, now, remote_addr)
             with self._lock:
@@ -240,19 +283,22 @@ class RealtimeManager:
             if client is None:
                 return False
             self._unindex_locked(client)
+            parked = ParkedClient(
+                client.id, client.subscriptions, client.user, client.remote_addr, reason
+            )
             client.subscriptions = ()
             client.close_reason = reason
         client.controller.close()
         logger.debug("realtime client %s closed: %s", client_id, reason)
         for callback in self._on_remove:
             try:
-                callback(client_id)
+                callback(parked)
             except Exception:  # a listener must not break the close path
                 logger.exception("realtime on_remove callback failed for %s", client_id)
         return True
 
-    def on_remove(self, callback: t.Callable[[str], object]) -> None:
-        """Call ``callback(client_id)`` after every client removal (outside the lock)."""
+    def on_remove(self, callback: t.Callable[[ParkedClient], object]) -> None:
+        """Call ``callback(parked)`` after every client removal (outside the lock)."""
         self._on_remove.append(callback)
 
     def get_client(self, client_id: str) -> RealtimeClient | None:
@@ -398,7 +444,7 @@ class RealtimeManager:
                     body = bodies[(sub.raw, data)] = (
                         sse.format_field("event", sub.raw) + data + b"\n"
                     )
-                per_client.setdefault(client.id, []).append(client.id_line + body)
+                per_client.setdefault(client.id, []).append(client.event_id_line(event.id) + body)
                 clients[client.id] = client
 
         frames = dropped = 0
@@ -418,6 +464,25 @@ class RealtimeManager:
                     break
                 frames += 1
         return DispatchResult(frames=frames, clients=len(per_client) - dropped, dropped=dropped)
+
+    def render(self, client: RealtimeClient, event: Event, view: EventView | None) -> list[bytes]:
+        """The frames ``client`` gets for ``event`` (a replay after a resume)."""
+        names = event.names
+        frames: list[bytes] = []
+        for sub in client.subscriptions:
+            if sub.collection not in names:
+                continue
+            if sub.record_id is not None and sub.record_id != event.record_id:
+                continue
+            data = (
+                sse.format_data(event.payload())
+                if view is None
+                else view.data_for(client.user, sub)
+            )
+            if data is not None:
+                body = sse.format_field("event", sub.raw) + data + b"\n"
+                frames.append(client.event_id_line(event.id) + body)
+        return frames
 
     def send_to_all(self, event_name: str, data: object) -> int:
         """Queue one frame named ``event_name`` to every client (e.g. ``RF_RESET``)."""

@@ -38,6 +38,7 @@ from .errors import BrokerUnavailable
 from .errors import ClientNotFound
 from .errors import RealtimeError
 from .events import AuthUser
+from .manager import ParkedClient
 from .manager import RealtimeManager
 from .router import LocalRouter
 from .topics import Subscription
@@ -99,6 +100,7 @@ class RedisRouter:
         prefix: str = "realtime",
         ttl: float = 10.0,
         reply_timeout: float = 5.0,
+        grace: float = 0.0,
         spawn: Spawn | None = None,
     ) -> None:
         try:
@@ -127,10 +129,13 @@ class RedisRouter:
         self._stop = threading.Event()
         self._started = False
         self._gone: list[str] = []
+        self.grace = grace
+        self._to_park: dict[str, ParkedClient] = {}
+        self._park_wake = threading.Event()
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
         self._ctl = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
         self.connected = False
-        manager.on_remove(self._forget)
+        manager.on_remove(self._on_removed)
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -156,9 +161,13 @@ class RedisRouter:
             logger.warning("realtime router: Redis unreachable at start (%s); retrying", exc)
         self._spawn(self._heartbeat_loop)
         self._spawn(self._control_loop)
+        if self.grace > 0:
+            self._spawn(self._park_loop)
 
     def close(self) -> None:
         self._stop.set()
+        self._park_wake.set()
+        self._flush_parked()  # clients closed by the shutdown stay resumable elsewhere
         with contextlib.suppress(self._redis_mod.RedisError):
             self._r.delete(self._node_key(self.node_id))
 
@@ -197,10 +206,66 @@ class RedisRouter:
             # The stream still works locally; POSTs to other workers will 404.
             logger.warning("realtime client %s not registered in Redis: %s", client_id, exc)
 
-    def _forget(self, client_id: str) -> None:
+    def _on_removed(self, parked: ParkedClient) -> None:
         # Called from the manager's close path, possibly inside a fan-out: no IO
-        # here.  The owner answers 404 for it meanwhile, so a lazy HDEL is exact.
-        self._gone.append(client_id)
+        # here.  The owner answers 404 for it meanwhile, so a lazy HDEL is exact;
+        # the parked state is written by the park greenlet at once.
+        self._gone.append(parked.id)
+        if self.grace > 0:
+            self._to_park[parked.id] = parked
+            self._park_wake.set()
+
+    def _parked_key(self, client_id: str) -> str:
+        return f"{self.prefix}:parked:{client_id}"
+
+    def _park_loop(self) -> None:
+        while not self._stop.is_set():
+            self._park_wake.wait(1.0)
+            self._park_wake.clear()
+            self._flush_parked()
+
+    def _flush_parked(self) -> None:
+        batch, self._to_park = self._to_park, {}
+        if not batch:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for parked in batch.values():
+            state = {
+                "subs": [s.raw for s in parked.subscriptions],
+                "auth": _user_to_json(parked.user),
+                "addr": parked.remote_addr,
+                "reason": parked.reason,
+            }
+            pipe.set(self._parked_key(parked.id), json.dumps(state), px=int(self.grace * 1000))
+        try:
+            pipe.execute()
+        except self._redis_mod.RedisError as exc:
+            logger.warning("realtime: %d closed clients not parked: %s", len(batch), exc)
+
+    def take_parked(self, client_id: str, remote_addr: str | None) -> ParkedClient | None:
+        """A client parked by any worker, if within grace and from the same address."""
+        local = self._to_park.get(client_id)
+        if local is not None:
+            if local.remote_addr != remote_addr:
+                return None
+            self._to_park.pop(client_id, None)
+            return local
+        try:
+            raw = self._r.get(self._parked_key(client_id))
+            if raw is None:
+                return None
+            data = json.loads(raw)
+            if data.get("addr") != remote_addr or not self._r.delete(self._parked_key(client_id)):
+                return None
+        except (self._redis_mod.RedisError, ValueError):
+            return None
+        return ParkedClient(
+            client_id,
+            tuple(parse_topic(r) for r in data.get("subs", []) if isinstance(r, str)),
+            _user_from_json(data.get("auth")),
+            data.get("addr"),
+            str(data.get("reason", "")),
+        )
 
     # -- routing ------------------------------------------------------------------------
 

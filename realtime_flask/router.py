@@ -6,9 +6,12 @@ finds the process that holds the client's stream, wherever it is.
 
 from __future__ import annotations
 
+import threading
 import typing as t
+from collections import OrderedDict
 
 from .events import AuthUser
+from .manager import ParkedClient
 from .manager import RealtimeManager
 from .topics import Subscription
 
@@ -17,6 +20,8 @@ __all__ = ["LocalRouter", "Router"]
 
 class Router(t.Protocol):
     def register(self, client_id: str) -> None: ...
+
+    def take_parked(self, client_id: str, remote_addr: str | None) -> ParkedClient | None: ...
 
     def subscribe(
         self,
@@ -34,13 +39,51 @@ class Router(t.Protocol):
 
 
 class LocalRouter:
-    """One process: every client is local."""
+    """One process: every client is local; closed clients are parked here for resume.
 
-    def __init__(self, manager: RealtimeManager) -> None:
+    :param grace: seconds a closed client can be resumed (``Last-Event-ID``); 0 = never.
+    :param max_parked: most parked clients kept (oldest dropped first).
+    """
+
+    def __init__(
+        self, manager: RealtimeManager, *, grace: float = 0.0, max_parked: int = 100_000
+    ) -> None:
         self.manager = manager
+        self.grace = grace
+        self.max_parked = max_parked
+        self._parked: OrderedDict[str, tuple[float, ParkedClient]] = OrderedDict()
+        self._lock = threading.Lock()
+        if grace > 0:
+            manager.on_remove(self.park)
 
     def register(self, client_id: str) -> None:
         return None
+
+    def park(self, parked: ParkedClient) -> None:
+        """Keep a closed client's state for ``grace`` seconds."""
+        deadline = self.manager.clock() + self.grace
+        with self._lock:
+            self._parked[parked.id] = (deadline, parked)
+            self._parked.move_to_end(parked.id)
+            self._purge_locked()
+
+    def _purge_locked(self) -> None:
+        now = self.manager.clock()
+        while self._parked:
+            deadline, _ = next(iter(self._parked.values()))
+            if deadline > now and len(self._parked) <= self.max_parked:
+                break
+            self._parked.popitem(last=False)
+
+    def take_parked(self, client_id: str, remote_addr: str | None) -> ParkedClient | None:
+        """The parked client to resume, if still within grace and from the same address."""
+        with self._lock:
+            self._purge_locked()
+            entry = self._parked.get(client_id)
+            if entry is None or entry[1].remote_addr != remote_addr:
+                return None
+            del self._parked[client_id]
+            return entry[1]
 
     def subscribe(
         self,

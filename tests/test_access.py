@@ -112,7 +112,7 @@ def read(client: RealtimeClient) -> list[Frame]:
         return []
     frames: list[Frame] = []
     for event in sse.SSEParser().feed(chunk):
-        assert event.id == client.id
+        assert event.id.partition(".")[0] == client.id  # id:<clientId>.<event id>
         frames.append((event.event, json.loads(event.data)))
     return frames
 

@@ -51,7 +51,7 @@ def test_subscribe_publish_receive(app: Flask, client: FlaskClient) -> None:
     assert response.status_code == 204 and response.data == b""
     publish(client, "posts", "create", {"id": "r1", "title": "hi"})
     event = stream.next_event()
-    assert (event.event, event.id) == ("posts/*", cid)
+    assert (event.event, event.id) == ("posts/*", f"{cid}.1")
     assert json.loads(event.data) == {"record": {"id": "r1", "title": "hi"}, "action": "create"}
     stream.close()
     assert get_state(app).manager.get_client_count() == 0

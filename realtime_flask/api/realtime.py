@@ -77,7 +77,7 @@ def _cors(response: Response) -> Response:
 def connect() -> Response:
     state = get_state()
     manager = state.manager
-    client = manager.register_client(remote_addr=request.remote_addr)
+    client = state.open_client(request.remote_addr, request.headers.get("Last-Event-ID", ""))
     state.routing.register(client.id)  # before PB_CONNECT: a POST may reach another worker
     stop_watcher = _watch_peer_eof(request.environ, manager, client.id)
 
