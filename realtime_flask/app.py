@@ -36,6 +36,7 @@ from .schema import Schema
 from .schema import default_schema
 from .schema import load_schema_file
 from .store import RecordStore
+from .store import without_password
 
 __all__ = ["create_app", "open_store"]
 
@@ -82,9 +83,31 @@ def store_auth_resolver(store: RecordStore) -> t.Callable[[Request], AuthUser | 
         if found is None:
             return None
         coll, record = found
-        return AuthUser(coll.id, record["id"], coll.name, record, coll.name == SUPERUSERS)
+        return AuthUser(
+            coll.id, record["id"], coll.name, without_password(record), coll.name == SUPERUSERS
+        )
 
     return resolve
+
+
+def store_auth_refresher(store: RecordStore) -> t.Callable[[AuthUser], AuthUser | None]:
+    """A resumed client's auth, re-read: None once the record is gone or its
+    tokenKey rotated (a password change while the client was away)."""
+
+    def refresh(user: AuthUser) -> AuthUser | None:
+        coll = store.schema.get(user.collection_id)
+        record = None if coll is None else store.get_record(coll.name, user.id)
+        if record is None or record.get("tokenKey") != user.record.get("tokenKey"):
+            return None
+        return AuthUser(
+            user.collection_id,
+            user.id,
+            user.collection_name,
+            without_password(record),
+            user.superuser,
+        )
+
+    return refresh
 
 
 def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
@@ -102,6 +125,7 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
     state = get_state(app)
     state.visibility = StoreVisibility(store)
     state.auth_resolver = store_auth_resolver(store)
+    state.auth_refresher = store_auth_refresher(store)
     app.register_blueprint(records_bp)
     app.register_blueprint(publish_bp)
     app.register_error_handler(HTTPException, _app_http_error)

@@ -123,7 +123,9 @@ class MemoryBroker:
             self._handlers.append(handler)
 
     def status(self) -> dict[str, object]:
-        return {"broker": "memory", "connected": True, "degraded": False}
+        with self._lock:
+            last = self._history[-1].id if self._history else ""
+        return {"broker": "memory", "connected": True, "degraded": False, "lastId": last}
 
     def subscribe_reset(self, handler: t.Callable[[str], object]) -> None:
         """Resets never happen in one process (nothing is ever lost); kept for the interface."""

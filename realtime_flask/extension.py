@@ -11,6 +11,7 @@ import sys
 import threading
 import typing as t
 from dataclasses import dataclass
+from dataclasses import replace
 
 from flask import Flask
 from flask import Request
@@ -63,6 +64,9 @@ class RealtimeState:
     router: Router | None = None
     #: Id of the newest event handed to the manager (set before its fan-out).
     last_delivered: str = ""
+    #: Re-reads a resumed client's auth record: the fresh AuthUser, or None when
+    #: it is gone or its tokenKey rotated (the client resumes as a guest).
+    auth_refresher: t.Callable[[AuthUser], AuthUser | None] | None = None
 
     def publish(self, event: Event) -> Event:
         return self.broker.publish(event)
@@ -97,7 +101,11 @@ class RealtimeState:
             parked = self.routing.take_parked(client_id, remote_addr)
         if parked is None:
             return self.manager.register_client(remote_addr=remote_addr)
-        upto = self.last_delivered  # events up to here are replayed, later ones are live
+        if parked.user is not None and self.auth_refresher is not None:
+            parked = replace(parked, user=self.auth_refresher(parked.user))
+        # Events up to here are replayed, later ones come live.  A worker that
+        # has delivered nothing yet replays up to where its listener started.
+        upto = self.last_delivered or str(self.broker.status().get("lastId", ""))
         try:
             client = self.manager.register_client(remote_addr=remote_addr, resume=parked)
         except RealtimeError:
@@ -106,22 +114,40 @@ class RealtimeState:
         return client
 
     def _replay(self, client: RealtimeClient, after: str, upto: str) -> None:
-        try:
-            history = self.broker.history(after, self.manager.queue_size)
-        except RealtimeError:
-            history = None
         frames: list[bytes] = []
-        if history is not None:
-            limit = event_position(upto)
-            for event in history:
-                if event_position(event.id) > limit:
-                    break
-                view = None if self.visibility is None else self.visibility.begin(event)
-                frames.extend(self.manager.render(client, event, view))
-        if history is None or len(frames) > self.manager.queue_size:
+        complete = bool(upto) and self._collect(client, after, upto, frames)
+        if not complete or len(frames) > self.manager.queue_size:
             reset = sse.format_event_body(RESET_EVENT, {"reason": "history_lost"})
             frames = [client.id_line + reset]
         client.controller.put_front(frames)
+
+    def _collect(self, client: RealtimeClient, after: str, upto: str, out: list[bytes]) -> bool:
+        """Frames of the events in (after, upto]; False if history does not cover it."""
+        limit = event_position(upto)
+        if event_position(after) >= limit:
+            return True
+        page = 500
+        for _ in range(10_000):  # bounded: history_size / page pages at most
+            try:
+                history = self.broker.history(after, page)
+            except RealtimeError:
+                return False
+            if history is None:
+                return False
+            for event in history:
+                if event_position(event.id) > limit:
+                    return True
+                view = None if self.visibility is None else self.visibility.begin(event)
+                out.extend(self.manager.render(client, event, view))
+                if len(out) > self.manager.queue_size:
+                    return True  # too far behind: the caller sends a reset
+                after = event.id
+            if event_position(after) >= limit:
+                return True
+            if len(history) < page:
+                return False  # the log ends before `upto`: it was lost
+            self.manager.pause()
+        return False
 
     @property
     def routing(self) -> Router:

@@ -63,6 +63,7 @@ Clock = t.Callable[[], float]
 #: PocketBase's ``security.RandomString(40)`` client ids.
 CLIENT_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 CLIENT_ID_LENGTH = 40
+MAX_LIFETIME_REASON = "max lifetime reached"
 
 
 def new_client_id() -> str:
@@ -170,6 +171,14 @@ class RealtimeClient:
         # per-client part of a frame, so it is encoded once here.
         self.id_line = sse.format_id_line(client_id)
 
+    def frames(self, event_id: str, bodies: list[bytes]) -> list[bytes]:
+        """Frames for one event's bodies: only the last one names the log position,
+        so a stream cut between two frames of one event resumes before it."""
+        if not bodies:
+            return []
+        head = [self.id_line + body for body in bodies[:-1]]
+        return [*head, self.event_id_line(event_id) + bodies[-1]]
+
     def event_id_line(self, event_id: str) -> bytes:
         """``id:<clientId>.<event id>``: names the client and its log position, so a
         plain EventSource can resume with ``Last-Event-ID``."""
@@ -194,6 +203,14 @@ class ParkedClient:
     user: AuthUser | None
     remote_addr: str | None
     reason: str
+    #: seconds the client had been connected when it closed (max lifetime
+    #: keeps counting across a resume)
+    age: float = 0.0
+
+    @property
+    def resumable(self) -> bool:
+        """A client ended for its max lifetime must reconnect afresh."""
+        return self.reason != MAX_LIFETIME_REASON
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +266,10 @@ class RealtimeManager:
 
     # -- registry ---------------------------------------------------------------
 
+    def pause(self) -> None:
+        """Give other greenlets a turn during long work (a fan-out, a replay)."""
+        self._pause()
+
     def register_client(
         self, *, remote_addr: str | None = None, resume: ParkedClient | None = None
     ) -> RealtimeClient:
@@ -261,6 +282,7 @@ class RealtimeManager:
         controller = ClientQueue(self.queue_size)
         if resume is not None:
             client = RealtimeClient(resume.id, controller, now, remote_addr)
+            client.connected_at = now - resume.age
             with self._lock:
                 if client.id in self._clients:
                     raise ClientNotFound("client id already connected")
@@ -276,15 +298,27 @@ class RealtimeManager:
                     self._clients[client.id] = client
                     return client
 
-    def remove_client(self, client_id: str, reason: str = "removed") -> bool:
-        """Close a client: the single close path.  False if it was already gone."""
+    def remove_client(
+        self, client_id: str, reason: str = "removed", *, expected: RealtimeClient | None = None
+    ) -> bool:
+        """Close a client: the single close path.  False if it was already gone.
+
+        ``expected``: remove only that very client object; a stale reference must
+        not close a newer client resumed under the same id.
+        """
         with self._lock:
-            client = self._clients.pop(client_id, None)
-            if client is None:
+            client = self._clients.get(client_id)
+            if client is None or (expected is not None and client is not expected):
                 return False
+            del self._clients[client_id]
             self._unindex_locked(client)
             parked = ParkedClient(
-                client.id, client.subscriptions, client.user, client.remote_addr, reason
+                client.id,
+                client.subscriptions,
+                client.user,
+                client.remote_addr,
+                reason,
+                age=self.clock() - client.connected_at,
             )
             client.subscriptions = ()
             client.close_reason = reason
@@ -423,8 +457,7 @@ class RealtimeManager:
         if view is None:
             shared = sse.format_data(event.payload())
         bodies: dict[tuple[str, bytes], bytes] = {}
-        per_client: dict[str, list[bytes]] = {}
-        clients: dict[str, RealtimeClient] = {}
+        per_client: dict[RealtimeClient, list[bytes]] = {}
         checked = 0
         for client, user, subs in candidates:
             checked += len(subs)
@@ -436,7 +469,14 @@ class RealtimeManager:
             for sub in subs:
                 if sub.record_id is not None and sub.record_id != record_id:
                     continue
-                data = shared if view is None else view.data_for(user, sub)
+                if view is None:
+                    data = shared
+                else:
+                    try:
+                        data = view.data_for(user, sub)
+                    except Exception:  # one subscriber's failing check must not cost the rest
+                        logger.exception("realtime: access check failed for %s", client.id)
+                        continue
                 if data is None:
                     continue
                 body = bodies.get((sub.raw, data))
@@ -444,21 +484,23 @@ class RealtimeManager:
                     body = bodies[(sub.raw, data)] = (
                         sse.format_field("event", sub.raw) + data + b"\n"
                     )
-                per_client.setdefault(client.id, []).append(client.event_id_line(event.id) + body)
-                clients[client.id] = client
+                per_client.setdefault(client, []).append(body)
 
         frames = dropped = 0
-        for client_id, client_frames in per_client.items():
-            client = clients[client_id]
-            for frame in client_frames:
+        for client, client_bodies in per_client.items():
+            for frame in client.frames(event.id, client_bodies):
                 if not client.controller.put_nowait(frame):
-                    if self.remove_client(client_id, reason="slow consumer: queue full"):
+                    if client.controller.closed:
+                        break  # closed meanwhile: not a slow consumer
+                    if self.remove_client(
+                        client.id, reason="slow consumer: queue full", expected=client
+                    ):
                         with self._lock:
                             self.dropped_slow += 1
                         dropped += 1
                         logger.warning(
                             "realtime client %s dropped: queue of %d frames is full",
-                            client_id,
+                            client.id,
                             self.queue_size,
                         )
                     break
@@ -480,9 +522,8 @@ class RealtimeManager:
                 else view.data_for(client.user, sub)
             )
             if data is not None:
-                body = sse.format_field("event", sub.raw) + data + b"\n"
-                frames.append(client.event_id_line(event.id) + body)
-        return frames
+                frames.append(sse.format_field("event", sub.raw) + data + b"\n")
+        return client.frames(event.id, frames)
 
     def send_to_all(self, event_name: str, data: object) -> int:
         """Queue one frame named ``event_name`` to every client (e.g. ``RF_RESET``)."""
@@ -493,7 +534,9 @@ class RealtimeManager:
         for client in clients:
             if client.controller.put_nowait(client.id_line + body):
                 sent += 1
-            elif self.remove_client(client.id, reason="slow consumer: queue full"):
+            elif not client.controller.closed and self.remove_client(
+                client.id, reason="slow consumer: queue full", expected=client
+            ):
                 with self._lock:
                     self.dropped_slow += 1
         return sent
@@ -538,7 +581,7 @@ class RealtimeManager:
                     old.append(client.id)
                 elif now - client.last_activity >= self.idle_timeout:
                     idle.append(client.id)
-        closed = [cid for cid in old if self.remove_client(cid, reason="max lifetime reached")]
+        closed = [cid for cid in old if self.remove_client(cid, reason=MAX_LIFETIME_REASON)]
         closed_idle = [cid for cid in idle if self.remove_client(cid, reason="idle timeout")]
         with self._lock:
             self.reaped_lifetime += len(closed)

@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import typing as t
 
 from nanoid import generate as _nanoid
@@ -211,7 +212,7 @@ class RedisRouter:
         # here.  The owner answers 404 for it meanwhile, so a lazy HDEL is exact;
         # the parked state is written by the park greenlet at once.
         self._gone.append(parked.id)
-        if self.grace > 0:
+        if self.grace > 0 and parked.resumable:
             self._to_park[parked.id] = parked
             self._park_wake.set()
 
@@ -235,6 +236,8 @@ class RedisRouter:
                 "auth": _user_to_json(parked.user),
                 "addr": parked.remote_addr,
                 "reason": parked.reason,
+                "age": parked.age,
+                "parkedAt": time.time(),
             }
             pipe.set(self._parked_key(parked.id), json.dumps(state), px=int(self.grace * 1000))
         try:
@@ -259,12 +262,14 @@ class RedisRouter:
                 return None
         except (self._redis_mod.RedisError, ValueError):
             return None
+        parked_for = max(time.time() - float(data.get("parkedAt", time.time())), 0.0)
         return ParkedClient(
             client_id,
             tuple(parse_topic(r) for r in data.get("subs", []) if isinstance(r, str)),
             _user_from_json(data.get("auth")),
             data.get("addr"),
             str(data.get("reason", "")),
+            age=float(data.get("age", 0.0)) + parked_for,
         )
 
     # -- routing ------------------------------------------------------------------------

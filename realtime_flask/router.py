@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import typing as t
 from collections import OrderedDict
+from dataclasses import replace
 
 from .events import AuthUser
 from .manager import ParkedClient
@@ -61,6 +62,8 @@ class LocalRouter:
 
     def park(self, parked: ParkedClient) -> None:
         """Keep a closed client's state for ``grace`` seconds."""
+        if not parked.resumable:
+            return
         deadline = self.manager.clock() + self.grace
         with self._lock:
             self._parked[parked.id] = (deadline, parked)
@@ -83,7 +86,9 @@ class LocalRouter:
             if entry is None or entry[1].remote_addr != remote_addr:
                 return None
             del self._parked[client_id]
-            return entry[1]
+            deadline, parked = entry
+        # Time spent parked counts toward the max lifetime too.
+        return replace(parked, age=parked.age + self.grace - (deadline - self.manager.clock()))
 
     def subscribe(
         self,

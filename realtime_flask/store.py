@@ -63,6 +63,7 @@ __all__ = [
     "format_datetime",
     "new_record_id",
     "pick_fields",
+    "without_password",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,12 @@ def pick_fields(data: t.Any, spec: str | list[list[str]]) -> t.Any:
         elif wildcard:
             out[key] = value
     return out
+
+
+def without_password(record: Record) -> Record:
+    """The stored record minus its password hash: what may travel in events, realtime
+    auth state and Redis.  (``tokenKey`` stays: auth side effects compare it.)"""
+    return {k: v for k, v in record.items() if k != "password"}
 
 
 def new_record_id() -> str:
@@ -524,7 +531,7 @@ class RecordStore:
             action,
             self.public_record(coll, record),
             collection_id=coll.id,
-            stored=record,
+            stored=without_password(record),
         )
         try:
             self.on_event(event)

@@ -78,13 +78,18 @@ def connect() -> Response:
     state = get_state()
     manager = state.manager
     client = state.open_client(request.remote_addr, request.headers.get("Last-Event-ID", ""))
-    state.routing.register(client.id)  # before PB_CONNECT: a POST may reach another worker
-    stop_watcher = _watch_peer_eof(request.environ, manager, client.id)
+    try:
+        state.routing.register(client.id)  # before PB_CONNECT: a POST may reach another worker
+        stop_watcher = _watch_peer_eof(request.environ, manager, client)
+    except Exception:
+        manager.remove_client(client.id, reason="connect failed", expected=client)
+        raise
 
     def close() -> None:
+        # Remove first: it never blocks, so nothing can skip it.
+        manager.remove_client(client.id, reason="stream closed", expected=client)
         if stop_watcher is not None:
             stop_watcher()
-        manager.remove_client(client.id, reason="stream closed")
 
     response = Response(
         _stream(manager, client, state.settings.keepalive_interval, close),
@@ -174,7 +179,7 @@ def _fold_keys(body: dict[str, object]) -> dict[str, object]:
 
 
 def _watch_peer_eof(
-    environ: t.Mapping[str, object], manager: RealtimeManager, client_id: str
+    environ: t.Mapping[str, object], manager: RealtimeManager, client: RealtimeClient
 ) -> t.Callable[[], None] | None:
     """Close the client as soon as its peer closes the connection (gevent only).
 
@@ -201,7 +206,7 @@ def _watch_peer_eof(
         except OSError:
             data = b""
         if not data:
-            manager.remove_client(client_id, reason="peer closed the connection")
+            manager.remove_client(client.id, reason="peer closed the connection", expected=client)
 
     greenlet = gevent.spawn(watch)
 
