@@ -166,6 +166,8 @@ class _Pending:
     fields: dict[str, str]
     queued_at: float
     is_reset: bool = False
+    #: set once Redis accepted the entry (publish waits on it, briefly)
+    sent: threading.Event | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,9 @@ class RedisBroker:
         it doubles on every further failure up to ``backoff_cap``.
     :param socket_timeout: connect and read timeout of every Redis call
         (the listener adds ``block_ms`` to it).
+    :param publish_wait: seconds ``publish`` waits for its event to be in the
+        log while Redis is healthy (commit order across workers); never longer,
+        and not at all while publishing is failing.
     :param degraded_after: seconds the oldest outbox entry may wait before
         ``status()`` reports the broker degraded.
     :param approximate_trim: ``MAXLEN ~`` (the default: cheap, keeps at least
@@ -243,6 +248,7 @@ class RedisBroker:
         socket_timeout: float = 5.0,
         degraded_after: float = 1.0,
         approximate_trim: bool = True,
+        publish_wait: float = 0.03,
     ) -> None:
         for name, value in (
             ("history_size", history_size),
@@ -274,6 +280,7 @@ class RedisBroker:
         self._backoff_initial = backoff_initial
         self._backoff_cap = backoff_cap
         self._socket_timeout = socket_timeout
+        self.publish_wait = publish_wait
         self._degraded_after = degraded_after
         self._approximate = approximate_trim
         #: This broker's id in the wire format's ``o`` field and its client names.
@@ -339,9 +346,10 @@ class RedisBroker:
     # -- the Broker protocol -------------------------------------------------
 
     def publish(self, event: Event) -> Event:
-        """Queue ``event`` for the log and return at once (with ``id=""``).
+        """Queue ``event`` for the log and return (with ``id=""``).
 
-        Never waits for Redis and never raises for Redis trouble; raises
+        Waits at most ``publish_wait`` for the log to take it, and never raises
+        for Redis trouble; raises
         InvalidEvent for a record that is not JSON-serialisable.  When the
         outbox is full the event is dropped, counted in ``status()["dropped"]``
         and an ``outbox_overflow`` reset is queued at that point of the log.
@@ -349,6 +357,7 @@ class RedisBroker:
         payload = _encode_event(event)
         now = self._clock()
         overflow_started = False
+        pending: _Pending | None = None
         with self._lock:
             if self._closed:
                 return event.with_id("") if event.id else event
@@ -361,8 +370,15 @@ class RedisBroker:
                     self._queued_resets += 1
                     overflow_started = True
             else:
-                self._outbox.append(_Pending(self._fields_locked(e=payload), now))
+                pending = _Pending(self._fields_locked(e=payload), now, sent=threading.Event())
+                self._outbox.append(pending)
         self._wake.set()
+        if pending is not None and not self._publish_failing and self.publish_wait > 0:
+            # Normally the entry is in the log within a millisecond: waiting for
+            # it keeps the log in commit order across workers (a client's next
+            # write, on any worker, lands after this one).  When Redis is slow
+            # or down, the write goes on after ``publish_wait`` regardless.
+            pending.sent.wait(self.publish_wait)  # type: ignore[union-attr]
         if overflow_started:
             logger.error(
                 "realtime outbox full (%d events): dropping events until Redis catches up;"
@@ -584,8 +600,11 @@ class RedisBroker:
             accepted += 1
         with self._lock:
             for _ in range(accepted):
-                if self._outbox.popleft().is_reset:
+                done = self._outbox.popleft()
+                if done.is_reset:
                     self._queued_resets -= 1
+                if done.sent is not None:
+                    done.sent.set()
         if accepted < len(batch):
             if not self._publish_failing:
                 logger.error(

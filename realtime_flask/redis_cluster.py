@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 Spawn = t.Callable[[t.Callable[[], None]], object]
 
+#: Closed client ids kept for the lazy registry cleanup, at most.
+MAX_GONE = 100_000
+
 
 def _spawn_daemon(target: t.Callable[[], None]) -> object:
     thread = threading.Thread(target=target, name="realtime-router", daemon=True)
@@ -134,6 +137,19 @@ class RedisRouter:
         self._to_park: dict[str, ParkedClient] = {}
         self._park_wake = threading.Event()
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        # Waits for the owner's reply: its socket must outlast the BLPOP timeout.
+        self._wait = redis.Redis.from_url(
+            url, socket_timeout=reply_timeout + 5, socket_connect_timeout=2
+        )
+        # HDEL only if the entry still names this node: a client resumed on
+        # another worker meanwhile keeps its registry entry.
+        self._forget_script = self._r.register_script(
+            "local n = 0 "
+            "for i, id in ipairs(ARGV) do "
+            "  if i > 1 and redis.call('HGET', KEYS[1], id) == ARGV[1] then "
+            "    n = n + redis.call('HDEL', KEYS[1], id) end end "
+            "return n"
+        )
         self._ctl = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
         self.connected = False
         manager.on_remove(self._on_removed)
@@ -170,24 +186,29 @@ class RedisRouter:
         self._park_wake.set()
         self._flush_parked()  # clients closed by the shutdown stay resumable elsewhere
         with contextlib.suppress(self._redis_mod.RedisError):
+            self._flush_gone()
             self._r.delete(self._node_key(self.node_id))
 
     def status(self) -> dict[str, object]:
         return {"router": "redis", "node": self.node_id, "connected": self.connected}
 
     def _beat(self) -> None:
-        pipe = self._r.pipeline(transaction=False)
-        pipe.set(self._node_key(self.node_id), "1", px=int(self.ttl * 1000))
-        gone, self._gone = self._gone, []
-        if gone:
-            pipe.hdel(self._clients_key, *gone)
-        try:
-            pipe.execute()
-        except self._redis_mod.RedisError:
-            self._gone[:0] = gone
-            self.connected = False
-            raise
+        self._r.set(self._node_key(self.node_id), "1", px=int(self.ttl * 1000))
         self.connected = True
+        self._flush_gone()
+
+    def _flush_gone(self) -> None:
+        gone, self._gone = self._gone, []
+        live = [cid for cid in gone if self.manager.get_client(cid) is None]
+        try:
+            for start in range(0, len(live), 500):
+                self._forget_script(
+                    keys=[self._clients_key], args=[self.node_id, *live[start : start + 500]]
+                )
+        except self._redis_mod.RedisError:
+            self.connected = False
+            self._gone[:0] = gone[-MAX_GONE:]
+            raise
 
     def _heartbeat_loop(self) -> None:
         interval = max(self.ttl / 3, 0.05)
@@ -211,7 +232,8 @@ class RedisRouter:
         # Called from the manager's close path, possibly inside a fan-out: no IO
         # here.  The owner answers 404 for it meanwhile, so a lazy HDEL is exact;
         # the parked state is written by the park greenlet at once.
-        self._gone.append(parked.id)
+        if len(self._gone) < MAX_GONE:
+            self._gone.append(parked.id)
         if self.grace > 0 and parked.resumable:
             self._to_park[parked.id] = parked
             self._park_wake.set()
@@ -289,11 +311,18 @@ class RedisRouter:
             if node is None:
                 raise ClientNotFound()
             node_id = node.decode() if isinstance(node, bytes) else str(node)
-            if node_id == self.node_id or not self._r.exists(self._node_key(node_id)):
+            if node_id == self.node_id:
+                raise ClientNotFound()
+            if not self._r.exists(self._node_key(node_id)):
+                # Its worker died: sweep the entry (if it still names that worker).
+                self._forget_script(keys=[self._clients_key], args=[node_id, client_id])
                 raise ClientNotFound()
             request_id = _nanoid(size=21)
             command = {
                 "req": request_id,
+                # The owner drops a command it reads after this: the POST has
+                # answered 404 by then and must not change anything later.
+                "until": time.time() + self.reply_timeout,
                 "client": client_id,
                 "subs": [s.raw for s in subscriptions],
                 "auth": _user_to_json(user),
@@ -304,7 +333,7 @@ class RedisRouter:
             pipe.rpush(self._ctl_key(node_id), json.dumps(command))
             pipe.expire(self._ctl_key(node_id), int(max(self.ttl * 3, 30)))
             pipe.execute()
-            reply = self._r.blpop([reply_key], timeout=self.reply_timeout)
+            reply = self._wait.blpop([reply_key], timeout=self.reply_timeout)
         except self._redis_mod.RedisError as exc:
             logger.warning("realtime POST for %s could not be routed: %s", client_id, exc)
             raise ClientNotFound() from None
@@ -332,6 +361,11 @@ class RedisRouter:
                 logger.exception("realtime control command failed")
 
     def _apply(self, command: dict[str, t.Any]) -> None:
+        if float(command.get("until", 0)) < time.time():
+            logger.warning(
+                "realtime: dropped a late subscription command for %s", command.get("client")
+            )
+            return
         outcome: dict[str, object] = {"status": 204}
         try:
             subs = [parse_topic(raw) for raw in command.get("subs", [])]
