@@ -370,15 +370,25 @@ class RedisBroker:
                     self._queued_resets += 1
                     overflow_started = True
             else:
-                pending = _Pending(self._fields_locked(e=payload), now, sent=threading.Event())
+                # Wait for the log only when nothing else is queued: behind a
+                # backlog (Redis just came back) the wait would not help order.
+                wait = not self._outbox
+                pending = _Pending(
+                    self._fields_locked(e=payload), now, sent=threading.Event() if wait else None
+                )
                 self._outbox.append(pending)
         self._wake.set()
-        if pending is not None and not self._publish_failing and self.publish_wait > 0:
+        if (
+            pending is not None
+            and pending.sent is not None
+            and not self._publish_failing
+            and self.publish_wait > 0
+        ):
             # Normally the entry is in the log within a millisecond: waiting for
             # it keeps the log in commit order across workers (a client's next
             # write, on any worker, lands after this one).  When Redis is slow
             # or down, the write goes on after ``publish_wait`` regardless.
-            pending.sent.wait(self.publish_wait)  # type: ignore[union-attr]
+            pending.sent.wait(self.publish_wait)
         if overflow_started:
             logger.error(
                 "realtime outbox full (%d events): dropping events until Redis catches up;"

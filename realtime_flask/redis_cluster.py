@@ -10,7 +10,10 @@ Rules:
 1. Registry: ``<prefix>:clients`` maps client id -> node id, written when the
    stream opens (before PB_CONNECT is sent) and removed lazily after it closes;
    ``<prefix>:node:<node>`` is the node's heartbeat key with a TTL.  A client
-   whose node has no heartbeat (the worker died) does not exist: 404.
+   whose node has no heartbeat (the worker died) does not exist: 404, also for
+   a POST already waiting on the dead owner (its wait re-checks the heartbeat).
+   A heartbeat that finds its own key gone (Redis lost its data, or the key
+   expired while Redis was unreachable) registers the node's clients again.
 2. Control: the POST's worker pushes ``{req, client, subs, auth, addr}`` on
    ``<prefix>:ctl:<node>`` and waits (bounded) on ``<prefix>:reply:<req>``; the
    owner's control greenlet applies it with ``RealtimeManager.subscribe`` (same
@@ -133,6 +136,9 @@ class RedisRouter:
         self._stop = threading.Event()
         self._started = False
         self._gone: list[str] = []
+        #: Set when the registry may lack this node's clients (a failed HSET,
+        #: or Redis lost its data): the next heartbeat writes them again.
+        self._reregister = False
         self.grace = grace
         self._to_park: dict[str, ParkedClient] = {}
         self._park_wake = threading.Event()
@@ -193,9 +199,31 @@ class RedisRouter:
         return {"router": "redis", "node": self.node_id, "connected": self.connected}
 
     def _beat(self) -> None:
-        self._r.set(self._node_key(self.node_id), "1", px=int(self.ttl * 1000))
+        # GET: a missing previous value means Redis lost the key (a restart
+        # without persistence, a flush) or it expired while the heartbeat
+        # failed, and other workers may have swept this node's registry
+        # entries meanwhile: register the local clients again.
+        previous = self._r.set(self._node_key(self.node_id), "1", px=int(self.ttl * 1000), get=True)
         self.connected = True
+        if previous is None or self._reregister:
+            self._register_local()
         self._flush_gone()
+
+    def _register_local(self) -> None:
+        # HSETNX: an entry written meanwhile by another worker (a client that
+        # closed here and resumed there) is never overwritten.
+        self._reregister = False
+        client_ids = self.manager.client_ids()
+        try:
+            for start in range(0, len(client_ids), 500):
+                pipe = self._r.pipeline(transaction=False)
+                for client_id in client_ids[start : start + 500]:
+                    pipe.hsetnx(self._clients_key, client_id, self.node_id)
+                pipe.execute()
+        except self._redis_mod.RedisError:
+            self._reregister = True
+            self.connected = False
+            raise
 
     def _flush_gone(self) -> None:
         gone, self._gone = self._gone, []
@@ -225,7 +253,9 @@ class RedisRouter:
         try:
             self._r.hset(self._clients_key, client_id, self.node_id)
         except self._redis_mod.RedisError as exc:
-            # The stream still works locally; POSTs to other workers will 404.
+            # The stream still works locally; POSTs to other workers answer 404
+            # until the next successful heartbeat registers it.
+            self._reregister = True
             logger.warning("realtime client %s not registered in Redis: %s", client_id, exc)
 
     def _on_removed(self, parked: ParkedClient) -> None:
@@ -333,13 +363,34 @@ class RedisRouter:
             pipe.rpush(self._ctl_key(node_id), json.dumps(command))
             pipe.expire(self._ctl_key(node_id), int(max(self.ttl * 3, 30)))
             pipe.execute()
-            reply = self._wait.blpop([reply_key], timeout=self.reply_timeout)
+            reply = self._await_reply(reply_key, node_id, client_id)
         except self._redis_mod.RedisError as exc:
             logger.warning("realtime POST for %s could not be routed: %s", client_id, exc)
             raise ClientNotFound() from None
         if reply is None:
             raise ClientNotFound()
         _raise_for(json.loads(reply[1]))
+
+    def _await_reply(self, reply_key: str, node_id: str, client_id: str) -> t.Any:
+        """The owner's reply, or None after ``reply_timeout`` or once the owner is dead.
+
+        The wait is sliced so that a worker that dies holding the client is
+        noticed when its heartbeat key expires: the POST then answers 404
+        within the TTL instead of after the whole reply timeout.
+        """
+        deadline = time.monotonic() + self.reply_timeout
+        slice_seconds = min(max(self.ttl / 3, 0.05), 1.0)
+        for _ in range(int(self.reply_timeout / slice_seconds) + 2):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            reply = self._wait.blpop([reply_key], timeout=min(remaining, slice_seconds))
+            if reply is not None:
+                return reply
+            if not self._r.exists(self._node_key(node_id)):
+                self._forget_script(keys=[self._clients_key], args=[node_id, client_id])
+                return None
+        return None
 
     def _control_loop(self) -> None:
         backoff = 0.05
