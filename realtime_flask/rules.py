@@ -107,6 +107,7 @@ so they are not affected.
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import re
@@ -904,41 +905,41 @@ class _Env:
         return out
 
 
-class _Value:
+class _Value(abc.ABC):
     """A value expression: ``sql`` prints it, ``ev`` computes it for one row."""
 
     __slots__ = ()
     aff: int
 
-    def sql(self, r: _Renderer) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def sql(self, r: _Renderer) -> str: ...
 
-    def ev(self, env: _Env) -> SqlValue:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def ev(self, env: _Env) -> SqlValue: ...
 
 
-class _Bool:
+class _Bool(abc.ABC):
     """A condition; ``ev`` is three-valued (None = SQL NULL)."""
 
     __slots__ = ()
 
-    def sql(self, r: _Renderer) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def sql(self, r: _Renderer) -> str: ...
 
-    def ev(self, env: _Env) -> bool | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def ev(self, env: _Env) -> bool | None: ...
 
 
-class _Source:
+class _Source(abc.ABC):
     """The items of a multi-valued operand: a FROM clause, or a Python list."""
 
     __slots__ = ()
 
-    def from_sql(self, r: _Renderer) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def from_sql(self, r: _Renderer) -> str: ...
 
-    def items(self, env: _Env) -> list[object]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def items(self, env: _Env) -> list[object]: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)

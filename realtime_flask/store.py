@@ -464,18 +464,20 @@ class RecordStore:
         )
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            committed = False
             try:
                 self._db.execute(sql, tuple(_encode(coll.field(n), values[n]) for n in names))  # type: ignore[arg-type]
                 if rule is not None and not self._passes(coll, rule, values["id"], ctx):
                     raise ValidationFailed("Failed to create record.")
+                self._db.execute("COMMIT")
+                committed = True
             except sqlite3.IntegrityError as exc:
-                self._db.execute("ROLLBACK")
                 raise _not_unique("Failed to create record.", coll, exc) from None
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        record = t.cast(Record, self.get_record(coll.name, values["id"]))
+            finally:
+                if not committed:  # any failure, greenlet kills included, rolls back
+                    self._db.execute("ROLLBACK")
+            # Read back under the same lock: a delete cannot slip in between.
+            record = t.cast(Record, self.get_record(coll.name, values["id"]))
         self._emit(coll, "create", record)
         return record
 
