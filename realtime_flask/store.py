@@ -28,6 +28,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 import typing as t
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -59,6 +60,7 @@ __all__ = [
     "MissingCollection",
     "NotFound",
     "RecordStore",
+    "StoreBusy",
     "Unauthorized",
     "format_datetime",
     "new_record_id",
@@ -71,6 +73,7 @@ logger = logging.getLogger(__name__)
 Record = dict[str, t.Any]
 EventSink = t.Callable[[Event], object]
 
+BUSY_SLICE_MS = 100
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 ID_LENGTH = 15
 DEFAULT_PER_PAGE = 30
@@ -93,6 +96,11 @@ class NotFound(RealtimeError, LookupError):
 
 class MissingCollection(NotFound):
     default_message = "Missing collection context."
+
+
+class StoreBusy(RealtimeError):
+    status_hint = 503
+    default_message = "The database is busy, try again."
 
 
 class Unauthorized(RealtimeError):
@@ -240,6 +248,8 @@ class RecordStore:
     :param on_event: called with each committed change, after the commit.
     :param passwords: the password hasher (its ``run_blocking`` decides where
         scrypt runs).
+    :param write_timeout: seconds a write waits for another process's write lock
+        (cooperatively) before StoreBusy (503).
     """
 
     def __init__(
@@ -249,8 +259,10 @@ class RecordStore:
         *,
         on_event: EventSink | None = None,
         passwords: Passwords | None = None,
+        write_timeout: float = 5.0,
     ) -> None:
         self.schema = schema
+        self.write_timeout = write_timeout
         self.on_event: EventSink = on_event or (lambda event: None)
         self.passwords = passwords or Passwords()
         self._lock = threading.RLock()
@@ -258,13 +270,33 @@ class RecordStore:
         self._secrets: dict[str, str] = {}
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        # SQLite's own busy wait sleeps in C, where gevent cannot switch: bound it
+        # (rare reader waits in WAL mode still get it) and wait for another
+        # process's write lock cooperatively (``_write``) past that, so a
+        # worker's streams keep flowing while it waits.
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_SLICE_MS}")
         self._db.execute("PRAGMA case_sensitive_like=OFF")
         self._migrate()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _write(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        """Run a write, waiting (cooperatively, up to ``write_timeout``) while another
+        process holds the database's write lock; StoreBusy after that."""
+        deadline = time.monotonic() + self.write_timeout
+        delay = 0.002
+        while True:
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusy() from None
+            time.sleep(delay)  # gevent.sleep under monkey-patching
+            delay = min(delay * 2, 0.05)
 
     # -- schema -------------------------------------------------------------------
 
@@ -463,7 +495,7 @@ class RecordStore:
             f"VALUES ({', '.join('?' for _ in names)})"
         )
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._write("BEGIN IMMEDIATE")
             committed = False
             try:
                 self._db.execute(sql, tuple(_encode(coll.field(n), values[n]) for n in names))  # type: ignore[arg-type]
@@ -498,7 +530,7 @@ class RecordStore:
             params = tuple(_encode(coll.field(n), v) for n, v in values.items())  # type: ignore[arg-type]
             with self._lock:
                 try:
-                    self._db.execute(
+                    self._write(
                         f"UPDATE {_quote(coll.name)} SET {assignments} WHERE id = ?",
                         (*params, record_id),
                     )
@@ -521,7 +553,7 @@ class RecordStore:
                 rule is not None and not self._passes(coll, rule, record_id, ctx)
             ):
                 raise NotFound()
-            cursor = self._db.execute(f"DELETE FROM {_quote(coll.name)} WHERE id = ?", (record_id,))
+            cursor = self._write(f"DELETE FROM {_quote(coll.name)} WHERE id = ?", (record_id,))
         if cursor.rowcount != 1:
             raise NotFound()
         self._emit(coll, "delete", existing)

@@ -383,3 +383,59 @@ class TestAuth:
             env.store.auth_with_password("_superusers", "root@example.com", "otherpassword1")
             is not None
         )
+
+
+class TestWriteLock:
+    """Another process holding SQLite's write lock: waited for cooperatively, bounded."""
+
+    def make(self, path: str, write_timeout: float) -> RecordStore:
+        return RecordStore(
+            Schema.from_json(SCHEMA), path, passwords=Passwords(n=2**4), write_timeout=write_timeout
+        )
+
+    def test_a_write_waits_for_the_lock_then_succeeds(
+        self, tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import sqlite3
+        import threading
+        import time
+
+        from realtime_flask import store as store_module
+
+        path = str(tmp_path / "data.db")
+        store = self.make(path, write_timeout=10)
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        waiting = threading.Event()
+        real_sleep = time.sleep
+
+        def sleep(seconds: float) -> None:  # the store's cooperative wait
+            waiting.set()
+            real_sleep(seconds)
+
+        monkeypatch.setattr(store_module.time, "sleep", sleep)  # type: ignore[attr-defined]
+        releaser = threading.Thread(target=lambda: (waiting.wait(10), other.execute("COMMIT")))
+        releaser.start()
+        record = store.create("public_posts", {"title": "after the lock"}, GUEST)
+        releaser.join(10)
+        assert waiting.is_set()
+        assert store.get_record("public_posts", record["id"]) is not None
+        other.close()
+        store.close()
+
+    def test_a_lock_held_too_long_is_a_503_and_changes_nothing(self, tmp_path: t.Any) -> None:
+        import sqlite3
+
+        from realtime_flask.store import StoreBusy
+
+        path = str(tmp_path / "data.db")
+        store = self.make(path, write_timeout=0.1)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreBusy) as info:
+            store.create("public_posts", {"title": "x"}, GUEST)
+        assert info.value.status_hint == 503
+        other.execute("COMMIT")
+        other.close()
+        assert store.list_records("public_posts", GUEST).total_items == 0
+        store.close()
