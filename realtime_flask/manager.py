@@ -254,6 +254,7 @@ class RealtimeManager:
         self._id_factory = id_factory
         self.yield_every = yield_every
         self._pause = pause
+        self._since_pause = 0
         self._lock = threading.Lock()
         self._clients: dict[str, RealtimeClient] = {}
         # collection name or id as written in a topic -> client id -> that
@@ -441,6 +442,7 @@ class RealtimeManager:
         shared; only the client's ``id:`` line is per client.
         """
         record_id = event.record_id
+        self._since_pause += 1  # each event counts, even one nobody is subscribed to
         with self._lock:
             candidates: list[tuple[RealtimeClient, AuthUser | None, tuple[Subscription, ...]]] = []
             for name in event.names:
@@ -452,13 +454,15 @@ class RealtimeManager:
                     )
         if not candidates:
             return DispatchResult(0, 0, 0)
+        # The count runs across events: a backlog of many small fan-outs (a
+        # listener catching up after a Redis outage) yields as often as one big one.
+        checked = self._since_pause
 
         shared: bytes | None = None
         if view is None:
             shared = sse.format_data(event.payload())
         bodies: dict[tuple[str, bytes], bytes] = {}
         per_client: dict[RealtimeClient, list[bytes]] = {}
-        checked = 0
         for client, user, subs in candidates:
             checked += len(subs)
             if checked >= self.yield_every:
@@ -485,6 +489,7 @@ class RealtimeManager:
                         sse.format_field("event", sub.raw) + data + b"\n"
                     )
                 per_client.setdefault(client, []).append(body)
+        self._since_pause = checked
 
         frames = dropped = 0
         for client, client_bodies in per_client.items():
