@@ -66,6 +66,12 @@ CLIENT_ID_LENGTH = 40
 MAX_LIFETIME_REASON = "max lifetime reached"
 
 
+def position_suffix(event_id: str) -> bytes:
+    """What follows the client id on an event's ``id:`` line: ``.<event id>`` and
+    the newline, so a plain EventSource can resume with ``Last-Event-ID``."""
+    return (b"." + event_id.encode() if event_id else b"") + b"\n"
+
+
 def new_client_id() -> str:
     """A fresh unguessable client id (nanoid, 40 alphanumerics)."""
     return str(_nanoid(CLIENT_ID_ALPHABET, CLIENT_ID_LENGTH))
@@ -171,20 +177,14 @@ class RealtimeClient:
         # per-client part of a frame, so it is encoded once here.
         self.id_line = sse.format_id_line(client_id)
 
-    def frames(self, event_id: str, bodies: list[bytes]) -> list[bytes]:
-        """Frames for one event's bodies: only the last one names the log position,
-        so a stream cut between two frames of one event resumes before it."""
+    def frames(self, position: bytes, bodies: list[bytes]) -> list[bytes]:
+        """Frames for one event's bodies.  Only the last one names the log position
+        (``id:<clientId>.<event id>``, see ``position_suffix``), so a stream cut
+        between two frames of one event resumes before it."""
         if not bodies:
             return []
         head = [self.id_line + body for body in bodies[:-1]]
-        return [*head, self.event_id_line(event_id) + bodies[-1]]
-
-    def event_id_line(self, event_id: str) -> bytes:
-        """``id:<clientId>.<event id>``: names the client and its log position, so a
-        plain EventSource can resume with ``Last-Event-ID``."""
-        if not event_id:
-            return self.id_line
-        return self.id_line[:-1] + b"." + event_id.encode() + b"\n"
+        return [*head, self.id_line[:-1] + position + bodies[-1]]
 
     def connect_frame(self) -> bytes:
         """The PB_CONNECT frame: ``id`` and ``data.clientId`` are the same id."""
@@ -492,8 +492,9 @@ class RealtimeManager:
         self._since_pause = checked
 
         frames = dropped = 0
+        position = position_suffix(event.id)  # encoded once, shared by every client
         for client, client_bodies in per_client.items():
-            for frame in client.frames(event.id, client_bodies):
+            for frame in client.frames(position, client_bodies):
                 if not client.controller.put_nowait(frame):
                     if client.controller.closed:
                         break  # closed meanwhile: not a slow consumer
@@ -528,7 +529,7 @@ class RealtimeManager:
             )
             if data is not None:
                 frames.append(sse.format_field("event", sub.raw) + data + b"\n")
-        return client.frames(event.id, frames)
+        return client.frames(position_suffix(event.id), frames)
 
     def send_to_all(self, event_name: str, data: object) -> int:
         """Queue one frame named ``event_name`` to every client (e.g. ``RF_RESET``)."""
