@@ -1,6 +1,6 @@
 """Rule-filtered realtime fan-out: dispatch time per event vs subscribed clients.
 
-    .venv/bin/python benchmarks/dispatch_rules.py [--events 200]
+    .venv/bin/python bench/dispatch_rules.py [--events 200]
 
 For N subscribed clients (1,000 and 5,000), each authenticated as its own user,
 all subscribed to ``posts/*``, one record change is dispatched through the

