@@ -29,6 +29,8 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     upsert.add_argument("password")
     args = parser.parse_args(argv)
 
+    from .errors import RealtimeError
+
     if args.command == "serve":
         from gevent import monkey
 
@@ -38,13 +40,16 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         from .extension import get_state
         from .serve import serve as run
 
-        app = create_app()
+        try:
+            app = create_app()
+        except RealtimeError as exc:  # a bad setting, schema, or a missing extra: one line
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 1
         settings = get_state(app).settings
         run(app, args.host or settings.host, args.port or settings.port)
         return 0
 
     from .app import create_app
-    from .errors import RealtimeError
     from .store import RecordStore
 
     try:
