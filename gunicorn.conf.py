@@ -2,6 +2,7 @@
 # Command-line flags win over these values.
 from realtime_flask.gunicorn_hooks import post_worker_init  # noqa: F401
 
+# The gevent worker needs gunicorn's [gevent] extra (install_requires asks for it).
 worker_class = "gevent"
 # Each open realtime stream holds one connection of its worker.
 worker_connections = 1000
@@ -14,3 +15,5 @@ graceful_timeout = 10
 # gunicorn 23+ opens a control socket at one fixed path per user; several
 # services (or test servers) on one machine would fight over it.
 control_socket_disable = True
+# No TCP_NODELAY setting is needed: gunicorn sets it on its listening socket and
+# accepted connections inherit it (tests/test_tcp_nodelay.py checks a served one).
