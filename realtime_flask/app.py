@@ -8,7 +8,6 @@ write of the records API is published as a realtime event.
 
 from __future__ import annotations
 
-import sys
 import typing as t
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from flask import Response
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+from . import runtime
 from .access import StoreVisibility
 from .api import http_error_response
 from .api.publish import bp as publish_bp
@@ -43,18 +43,9 @@ __all__ = ["create_app", "open_store"]
 
 def _blocking_runner() -> Blocking | None:
     """Run CPU-heavy hashing in gevent's thread pool when the process is patched."""
-    if "gevent" not in sys.modules:
+    if not runtime.gevent_active():
         return None
-    from gevent import monkey
-
-    if not monkey.is_module_patched("socket"):
-        return None
-    import gevent
-
-    def run(fn: t.Callable[[], bytes]) -> bytes:
-        return t.cast(bytes, gevent.get_hub().threadpool.apply(fn))
-
-    return run
+    return lambda fn: t.cast(bytes, runtime.run_blocking(fn))
 
 
 def open_store(app: Flask) -> RecordStore:

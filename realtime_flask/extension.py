@@ -7,8 +7,6 @@ through ``current_app``.
 
 from __future__ import annotations
 
-import sys
-import threading
 import typing as t
 from dataclasses import dataclass
 from dataclasses import replace
@@ -17,6 +15,7 @@ from flask import Flask
 from flask import Request
 from flask import current_app
 
+from . import runtime
 from . import sse
 from .broker import Broker
 from .broker import MemoryBroker
@@ -289,21 +288,11 @@ class Realtime:
 
 
 def _delivery_spawn() -> t.Callable[[t.Callable[[], None]], object] | None:
-    """Under gevent's patching, deliver from a greenlet of its own (writes return
-    before the fan-out); otherwise synchronously (tests, threaded servers)."""
-    if "gevent" not in sys.modules:
+    """Under gevent, deliver from a greenlet of its own (writes return before the
+    fan-out); otherwise synchronously (tests, threaded servers)."""
+    if not runtime.gevent_active():
         return None
-    from gevent import monkey
-
-    if not monkey.is_module_patched("threading"):
-        return None
-
-    def spawn(target: t.Callable[[], None]) -> object:
-        thread = threading.Thread(target=target, name="realtime-delivery", daemon=True)
-        thread.start()
-        return thread
-
-    return spawn
+    return lambda target: runtime.spawn_daemon(target, "realtime-delivery")
 
 
 def _open_visibility() -> Visibility:

@@ -14,10 +14,11 @@ Rules (break one and a slow or dead client can stall everybody):
    full queue disconnects that client (it reconnects and resubscribes).
 5. Time comes from the injected ``clock``; the manager never sleeps.
 
-The primitives are the standard library's (``threading.Lock``/``Condition``):
-under ``gevent.monkey.patch_all()`` (every entry point applies it) they are
-cooperative, and without patching the same code is correct with real threads,
-which is what the unit tests use.
+Concurrency primitives come from ``realtime_flask.runtime``, the one seam that
+knows gevent: the client queue is gevent's cheap flavour once the process is
+patched (every entry point patches) and a ``threading.Condition`` queue
+otherwise, which is what the unit tests use.  ``last_activity`` is a plain
+attribute store (atomic under the GIL and under gevent), never a lock per frame.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import logging
 import threading
 import time
 import typing as t
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nanoid import generate as _nanoid
 
+from . import runtime
 from . import sse
 from .errors import AccessDenied
 from .errors import BadRequest
@@ -39,6 +40,8 @@ from .errors import ClientNotFound
 from .events import AuthUser
 from .events import Event
 from .events import same_auth
+from .runtime import ClientQueue
+from .runtime import QueueClosed
 from .topics import Subscription
 
 if t.TYPE_CHECKING:
@@ -77,76 +80,6 @@ def new_client_id() -> str:
     return str(_nanoid(CLIENT_ID_ALPHABET, CLIENT_ID_LENGTH))
 
 
-class QueueClosed(Exception):
-    """Raised by ``ClientQueue.get`` once the client has been closed."""
-
-
-class ClientQueue:
-    """The client's controller: a bounded frame queue with a close signal.
-
-    One producer side (``put_nowait``, never blocks) and one consumer, the
-    client's stream generator (``get``).  ``close`` wakes the consumer even when
-    the queue is full, which a sentinel item could not do.
-    """
-
-    __slots__ = ("_closed", "_cond", "_frames", "maxsize")
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._frames: deque[bytes] = deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._closed = False
-
-    def put_nowait(self, frame: bytes) -> bool:
-        """Queue ``frame``; False when the queue is full or closed."""
-        with self._cond:
-            if self._closed or len(self._frames) >= self.maxsize:
-                return False
-            self._frames.append(frame)
-            self._cond.notify()
-            return True
-
-    def get(self, timeout: float | None) -> bytes | None:
-        """Every queued frame joined into one chunk, waiting up to ``timeout``.
-
-        Returns None when nothing arrived in time; raises QueueClosed once the
-        client is closed (frames still queued are dropped then).
-        """
-        with self._cond:
-            if not self._frames and not self._closed:
-                self._cond.wait(timeout)
-            if self._closed:
-                raise QueueClosed
-            if not self._frames:
-                return None
-            if len(self._frames) == 1:
-                return self._frames.popleft()
-            chunk = b"".join(self._frames)
-            self._frames.clear()
-            return chunk
-
-    def put_front(self, frames: list[bytes]) -> None:
-        """Put ``frames`` before everything queued (a replay); may exceed ``maxsize``."""
-        with self._cond:
-            if self._closed:
-                return
-            self._frames.extendleft(reversed(frames))
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._frames.clear()
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def qsize(self) -> int:
-        return len(self._frames)
-
-
 class RealtimeClient:
     """One connected stream.  Registry fields change only under the manager's lock."""
 
@@ -156,6 +89,7 @@ class RealtimeClient:
         "controller",
         "id",
         "id_line",
+        "id_prefix",
         "last_activity",
         "remote_addr",
         "subscriptions",
@@ -176,6 +110,7 @@ class RealtimeClient:
         # PocketBase sends ``id:<clientId>`` on every frame; it is the only
         # per-client part of a frame, so it is encoded once here.
         self.id_line = sse.format_id_line(client_id)
+        self.id_prefix = self.id_line[:-1]  # without the newline
 
     def frames(self, position: bytes, bodies: list[bytes]) -> list[bytes]:
         """Frames for one event's bodies.  Only the last one names the log position
@@ -183,8 +118,10 @@ class RealtimeClient:
         between two frames of one event resumes before it."""
         if not bodies:
             return []
+        if len(bodies) == 1:
+            return [self.id_prefix + position + bodies[0]]
         head = [self.id_line + body for body in bodies[:-1]]
-        return [*head, self.id_line[:-1] + position + bodies[-1]]
+        return [*head, self.id_prefix + position + bodies[-1]]
 
     def connect_frame(self) -> bytes:
         """The PB_CONNECT frame: ``id`` and ``data.clientId`` are the same id."""
@@ -232,8 +169,7 @@ class RealtimeManager:
     :param id_factory: makes client ids (tests may pin them).
     :param yield_every: during a fan-out, call ``pause`` after this many
         subscriptions were looked at.
-    :param pause: gives other greenlets a turn; ``time.sleep(0)`` is gevent's
-        ``sleep(0)`` under monkey-patching.
+    :param pause: gives other greenlets a turn (``runtime.cooperative_sleep``).
     """
 
     def __init__(
@@ -245,7 +181,7 @@ class RealtimeManager:
         clock: Clock = time.monotonic,
         id_factory: t.Callable[[], str] = new_client_id,
         yield_every: int = 256,
-        pause: t.Callable[[], None] = lambda: time.sleep(0),
+        pause: t.Callable[[], None] = runtime.cooperative_sleep,
     ) -> None:
         self.queue_size = queue_size
         self.idle_timeout = idle_timeout
@@ -257,9 +193,9 @@ class RealtimeManager:
         self._since_pause = 0
         self._lock = threading.Lock()
         self._clients: dict[str, RealtimeClient] = {}
-        # collection name or id as written in a topic -> client id -> that
-        # client's subscriptions on that collection.
-        self._index: dict[str, dict[str, tuple[Subscription, ...]]] = {}
+        # collection name or id as written in a topic -> client id -> the client
+        # and its subscriptions on that collection.
+        self._index: dict[str, dict[str, tuple[RealtimeClient, tuple[Subscription, ...]]]] = {}
         self._on_remove: list[t.Callable[[ParkedClient], object]] = []
         self.dropped_slow = 0
         self.reaped_idle = 0
@@ -280,7 +216,7 @@ class RealtimeManager:
         auth (never more than it had); ClientNotFound if that id is live.
         """
         now = self.clock()
-        controller = ClientQueue(self.queue_size)
+        controller = runtime.new_client_queue(self.queue_size)
         if resume is not None:
             client = RealtimeClient(resume.id, controller, now, remote_addr)
             client.connected_at = now - resume.age
@@ -367,12 +303,18 @@ class RealtimeManager:
             self._index_locked(client)
 
     def update_activity(self, client_id: str) -> None:
-        """Mark the client active now (a delivered frame or an accepted POST)."""
-        now = self.clock()
-        with self._lock:
-            client = self._clients.get(client_id)
-            if client is not None:
-                client.last_activity = now
+        """Mark the client active now (a delivered frame or an accepted POST).
+
+        No lock: one attribute store is atomic, and the reaper only compares it.
+        The stream itself calls ``touch`` on its client object.
+        """
+        client = self._clients.get(client_id)
+        if client is not None:
+            client.last_activity = self.clock()
+
+    def touch(self, client: RealtimeClient) -> None:
+        """Mark ``client`` active now (the stream delivered a chunk to it)."""
+        client.last_activity = self.clock()
 
     def subscribe(
         self,
@@ -418,7 +360,7 @@ class RealtimeManager:
         for sub in client.subscriptions:
             by_collection.setdefault(sub.collection, []).append(sub)
         for collection, subs in by_collection.items():
-            self._index.setdefault(collection, {})[client.id] = tuple(subs)
+            self._index.setdefault(collection, {})[client.id] = (client, tuple(subs))
 
     def _unindex_locked(self, client: RealtimeClient) -> None:
         for collection in {sub.collection for sub in client.subscriptions}:
@@ -437,99 +379,76 @@ class RealtimeManager:
         Only clients in the topic index for the event's collection (name or id)
         are looked at.  ``view`` (see ``realtime_flask.access``) decides per
         (auth, subscription) whether a frame goes out and with which ``data:``
-        bytes; without one every subscriber gets the event as published.  Each
-        distinct payload and each distinct ``event:`` line is encoded once and
-        shared; only the client's ``id:`` line is per client.
+        bytes; without one every subscriber gets the event as published.  One
+        pass per event: subscribers that share an auth and a topic share one
+        check and one encoded frame body; only the client's ``id:`` line is
+        per client.  A check that raises costs only that subscriber its frame.
         """
-        record_id = event.record_id
         self._since_pause += 1  # each event counts, even one nobody is subscribed to
         with self._lock:
             candidates: list[tuple[RealtimeClient, AuthUser | None, tuple[Subscription, ...]]] = []
             for name in event.names:
                 bucket = self._index.get(name)
                 if bucket:
-                    candidates.extend(
-                        (self._clients[cid], self._clients[cid].user, subs)
-                        for cid, subs in bucket.items()
-                    )
+                    candidates.extend([(c, c.user, subs) for c, subs in bucket.values()])
         if not candidates:
             return DispatchResult(0, 0, 0)
         # The count runs across events: a backlog of many small fan-outs (a
         # listener catching up after a Redis outage) yields as often as one big one.
         checked = self._since_pause
-
-        shared: bytes | None = None
-        if view is None:
-            shared = sse.format_data(event.payload())
-        bodies: dict[tuple[str, bytes], bytes] = {}
-        per_client: dict[RealtimeClient, list[bytes]] = {}
+        yield_every = self.yield_every
+        bodies_for = _EventBodies(event, view).bodies_for
+        position = position_suffix(event.id)  # encoded once, shared by every client
+        frames = clients = dropped = 0
         for client, user, subs in candidates:
             checked += len(subs)
-            if checked >= self.yield_every:
+            if checked >= yield_every:
                 # A large fan-out (thousands of clients, rule checks) must not
                 # hold the gevent hub: let the streams write between slices.
                 checked = 0
                 self._pause()
-            for sub in subs:
-                if sub.record_id is not None and sub.record_id != record_id:
+            bodies = bodies_for(client.id, user, subs)
+            if not bodies:
+                continue
+            clients += 1
+            put = client.controller.put_nowait
+            if len(bodies) == 1:  # the common case, without the list of frames
+                if put(client.id_prefix + position + bodies[0]):
+                    frames += 1
                     continue
-                if view is None:
-                    data = shared
+            else:
+                for frame in client.frames(position, bodies):
+                    if not put(frame):
+                        break
+                    frames += 1
                 else:
-                    try:
-                        data = view.data_for(user, sub)
-                    except Exception:  # one subscriber's failing check must not cost the rest
-                        logger.exception("realtime: access check failed for %s", client.id)
-                        continue
-                if data is None:
                     continue
-                body = bodies.get((sub.raw, data))
-                if body is None:
-                    body = bodies[(sub.raw, data)] = (
-                        sse.format_field("event", sub.raw) + data + b"\n"
-                    )
-                per_client.setdefault(client, []).append(body)
+            clients -= 1
+            if self._drop_slow(client):
+                dropped += 1
         self._since_pause = checked
+        return DispatchResult(frames=frames, clients=clients, dropped=dropped)
 
-        frames = dropped = 0
-        position = position_suffix(event.id)  # encoded once, shared by every client
-        for client, client_bodies in per_client.items():
-            for frame in client.frames(position, client_bodies):
-                if not client.controller.put_nowait(frame):
-                    if client.controller.closed:
-                        break  # closed meanwhile: not a slow consumer
-                    if self.remove_client(
-                        client.id, reason="slow consumer: queue full", expected=client
-                    ):
-                        with self._lock:
-                            self.dropped_slow += 1
-                        dropped += 1
-                        logger.warning(
-                            "realtime client %s dropped: queue of %d frames is full",
-                            client.id,
-                            self.queue_size,
-                        )
-                    break
-                frames += 1
-        return DispatchResult(frames=frames, clients=len(per_client) - dropped, dropped=dropped)
+    def _drop_slow(self, client: RealtimeClient) -> bool:
+        """A put failed: disconnect ``client`` unless it was closed meanwhile."""
+        if client.controller.closed:
+            return False  # closed meanwhile: not a slow consumer
+        if not self.remove_client(client.id, reason="slow consumer: queue full", expected=client):
+            return False
+        with self._lock:
+            self.dropped_slow += 1
+        logger.warning(
+            "realtime client %s dropped: queue of %d frames is full", client.id, self.queue_size
+        )
+        return True
 
     def render(self, client: RealtimeClient, event: Event, view: EventView | None) -> list[bytes]:
-        """The frames ``client`` gets for ``event`` (a replay after a resume)."""
+        """The frames ``client`` gets for ``event`` (a replay after a resume), built
+        exactly as ``dispatch`` builds them."""
         names = event.names
-        frames: list[bytes] = []
-        for sub in client.subscriptions:
-            if sub.collection not in names:
-                continue
-            if sub.record_id is not None and sub.record_id != event.record_id:
-                continue
-            data = (
-                sse.format_data(event.payload())
-                if view is None
-                else view.data_for(client.user, sub)
-            )
-            if data is not None:
-                frames.append(sse.format_field("event", sub.raw) + data + b"\n")
-        return client.frames(position_suffix(event.id), frames)
+        subs = tuple(sub for sub in client.subscriptions if sub.collection in names)
+        bodies = _EventBodies(event, view).bodies_for(client.id, client.user, subs)
+        return client.frames(position_suffix(event.id), bodies)
 
     def send_to_all(self, event_name: str, data: object) -> int:
         """Queue one frame named ``event_name`` to every client (e.g. ``RF_RESET``)."""
@@ -540,11 +459,8 @@ class RealtimeManager:
         for client in clients:
             if client.controller.put_nowait(client.id_line + body):
                 sent += 1
-            elif not client.controller.closed and self.remove_client(
-                client.id, reason="slow consumer: queue full", expected=client
-            ):
-                with self._lock:
-                    self.dropped_slow += 1
+            else:
+                self._drop_slow(client)
         return sent
 
     def apply_auth_change(self, event: Event) -> int:
@@ -599,6 +515,54 @@ class RealtimeManager:
         return sum(1 for cid in self.client_ids() if self.remove_client(cid, reason=reason))
 
 
+class _EventBodies:
+    """One event's frame bodies (``event:`` line plus ``data:`` lines).
+
+    Computed once per (auth, topic) and shared by every subscriber with that
+    pair: guests share one, and each auth object is checked once however many
+    topics name the same collection.  Keys use the auth object's identity,
+    which the caller keeps alive for the whole pass (the view itself caches
+    per auth record, so two objects of one user still share rule results).
+    """
+
+    __slots__ = ("_cache", "_record_id", "_shared", "_view")
+
+    def __init__(self, event: Event, view: EventView | None) -> None:
+        self._record_id = event.record_id
+        self._view = view
+        self._shared = sse.format_data(event.payload()) if view is None else None
+        self._cache: dict[tuple[int, str], bytes | None] = {}
+
+    def bodies_for(
+        self, client_id: str, user: AuthUser | None, subs: tuple[Subscription, ...]
+    ) -> list[bytes]:
+        """The bodies ``user``'s ``subs`` get, in subscription order."""
+        out: list[bytes] = []
+        record_id = self._record_id
+        cache = self._cache
+        for sub in subs:
+            if sub.record_id is not None and sub.record_id != record_id:
+                continue
+            key = (id(user), sub.raw)
+            if key in cache:
+                body = cache[key]
+            else:
+                body = cache[key] = self._body(client_id, user, sub)
+            if body is not None:
+                out.append(body)
+        return out
+
+    def _body(self, client_id: str, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        try:
+            data = self._shared if self._view is None else self._view.data_for(user, sub)
+            if data is None:
+                return None
+            return sse.format_field("event", sub.raw) + data + b"\n"
+        except Exception:  # one subscriber's failing check must not cost the rest
+            logger.exception("realtime: access check failed for %s", client_id)
+            return None
+
+
 def _dedupe(subscriptions: Iterable[Subscription]) -> tuple[Subscription, ...]:
     seen: set[str] = set()
     out: list[Subscription] = []
@@ -626,7 +590,7 @@ class Reaper:
     ) -> None:
         self.manager = manager
         self.interval = interval
-        self._spawn = spawn or _spawn_daemon
+        self._spawn = spawn or (lambda target: runtime.spawn_daemon(target, "realtime-reaper"))
         self._stop = threading.Event()
         self._started = False
 
@@ -648,9 +612,3 @@ class Reaper:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def _spawn_daemon(target: t.Callable[[], None]) -> object:
-    thread = threading.Thread(target=target, name="realtime-reaper", daemon=True)
-    thread.start()
-    return thread

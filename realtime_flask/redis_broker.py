@@ -48,7 +48,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import sys
 import threading
 import time
 import typing as t
@@ -57,6 +56,7 @@ from collections import OrderedDict
 from collections import deque
 from dataclasses import dataclass
 
+from . import runtime
 from .errors import BrokerUnavailable
 from .events import Event
 from .events import InvalidEvent
@@ -87,11 +87,7 @@ IDLE_WAIT: t.Final[float] = 1.0
 
 
 def _spawn_daemon(target: t.Callable[[], None]) -> object:
-    thread = threading.Thread(
-        target=target, name=f"realtime-redis{target.__name__.replace('_', '-')}", daemon=True
-    )
-    thread.start()
-    return thread
+    return runtime.spawn_daemon(target, f"realtime-redis{target.__name__.replace('_', '-')}")
 
 
 def _import_redis() -> t.Any:
@@ -103,15 +99,10 @@ def _import_redis() -> t.Any:
 
 
 def _check_sockets_patched() -> None:
-    if "gevent" in sys.modules:
-        from gevent import monkey
-
-        if not monkey.is_module_patched("socket"):
-            raise BrokerUnavailable(
-                "RedisBroker under gevent needs patched sockets: call "
-                "gevent.monkey.patch_all() before other imports (gunicorn -k gevent does); "
-                "an unpatched redis socket would block every greenlet of the process"
-            )
+    try:
+        runtime.require_patched_sockets("RedisBroker")
+    except runtime.RuntimeUnavailable as exc:
+        raise BrokerUnavailable(str(exc)) from None
 
 
 def _parse_id(value: str) -> tuple[int, int] | None:

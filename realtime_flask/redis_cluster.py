@@ -29,13 +29,13 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import typing as t
 
 from nanoid import generate as _nanoid
 
+from . import runtime
 from .errors import AccessDenied
 from .errors import BadRequest
 from .errors import BrokerUnavailable
@@ -59,9 +59,7 @@ MAX_GONE = 100_000
 
 
 def _spawn_daemon(target: t.Callable[[], None]) -> object:
-    thread = threading.Thread(target=target, name="realtime-router", daemon=True)
-    thread.start()
-    return thread
+    return runtime.spawn_daemon(target, "realtime-router")
 
 
 def _user_to_json(user: AuthUser | None) -> dict[str, object] | None:
@@ -116,14 +114,10 @@ class RedisRouter:
             raise BrokerUnavailable(
                 "install realtime_flask[redis] to use REALTIME_REDIS_URL"
             ) from None
-        if "gevent" in sys.modules:
-            from gevent import monkey
-
-            if not monkey.is_module_patched("socket"):
-                raise BrokerUnavailable(
-                    "Redis under gevent needs patched sockets: call gevent.monkey.patch_all() "
-                    "first (gunicorn -k gevent does)"
-                )
+        try:
+            runtime.require_patched_sockets("Redis")
+        except runtime.RuntimeUnavailable as exc:
+            raise BrokerUnavailable(str(exc)) from None
         self._redis_mod = redis
         self.url = url
         self.manager = manager

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+import typing as t
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +59,30 @@ def test_redis_modules_import_redis_only_when_used(module: str) -> None:
     code = f"import sys, realtime_flask.{module}; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+#: Modules allowed to import gevent: the one concurrency seam, and the two
+#: server integrations (gevent's WSGI server, gunicorn's worker hooks) and the
+#: CLI, which are entry points.
+GEVENT_SEAM: t.Final[frozenset[str]] = frozenset(
+    {"runtime.py", "serve.py", "gunicorn_hooks.py", "cli.py"}
+)
+
+
+def test_gevent_is_imported_only_behind_the_runtime_seam() -> None:
+    package = Path(__file__).resolve().parent.parent / "realtime_flask"
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] == "gevent" for name in names):
+                relative = path.relative_to(package).as_posix()
+                if relative not in GEVENT_SEAM:
+                    offenders.append(f"{relative}:{node.lineno}")
+    assert offenders == []

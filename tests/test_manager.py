@@ -14,11 +14,10 @@ from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ClientNotFound
 from realtime_flask.events import AuthUser
 from realtime_flask.events import Event
-from realtime_flask.manager import ClientQueue
-from realtime_flask.manager import QueueClosed
 from realtime_flask.manager import RealtimeManager
 from realtime_flask.manager import Reaper
 from realtime_flask.manager import new_client_id
+from realtime_flask.runtime import QueueClosed
 from realtime_flask.topics import Subscription
 from realtime_flask.topics import parse_topic
 
@@ -343,42 +342,6 @@ class TestReaper:
 
         manager.reap = broken  # type: ignore[method-assign]
         assert Reaper(manager, 1).tick() == []
-
-
-class TestClientQueue:
-    def test_get_joins_pending_frames(self) -> None:
-        q = ClientQueue(4)
-        assert q.put_nowait(b"a") and q.put_nowait(b"b")
-        assert q.get(timeout=0) == b"ab"
-        assert q.get(timeout=0) is None
-
-    def test_full_and_closed(self) -> None:
-        q = ClientQueue(1)
-        assert q.put_nowait(b"a")
-        assert not q.put_nowait(b"b")
-        q.close()
-        assert not q.put_nowait(b"c")
-        with pytest.raises(QueueClosed):
-            q.get(timeout=0)
-
-    def test_close_wakes_a_blocked_reader(self) -> None:
-        q = ClientQueue(1)
-        outcome: list[str] = []
-        started = threading.Event()
-
-        def reader() -> None:
-            started.set()
-            try:
-                q.get(timeout=30)
-            except QueueClosed:
-                outcome.append("closed")
-
-        th = threading.Thread(target=reader)
-        th.start()
-        started.wait(5)
-        q.close()
-        th.join(5)
-        assert outcome == ["closed"]
 
 
 def test_threads_hammering_the_manager_leave_nothing_behind(fake_clock: FakeClock) -> None:

@@ -17,8 +17,6 @@ Rules of the streaming view (a generator under gevent):
 from __future__ import annotations
 
 import logging
-import socket
-import sys
 import typing as t
 from collections.abc import Iterator
 
@@ -27,13 +25,14 @@ from flask import Response
 from flask import request
 from werkzeug.exceptions import HTTPException
 
+from .. import runtime
 from .. import sse
 from ..errors import RealtimeError
 from ..extension import RealtimeState
 from ..extension import get_state
-from ..manager import QueueClosed
 from ..manager import RealtimeClient
 from ..manager import RealtimeManager
+from ..runtime import QueueClosed
 from ..topics import validate_subscribe_request
 from . import NOT_FOUND
 from . import error_response
@@ -118,7 +117,7 @@ def _stream(
             if chunk is None:
                 yield KEEPALIVE_FRAME
                 continue
-            manager.update_activity(client.id)
+            manager.touch(client)
             yield chunk
     finally:
         close()
@@ -181,36 +180,13 @@ def _fold_keys(body: dict[str, object]) -> dict[str, object]:
 def _watch_peer_eof(
     environ: t.Mapping[str, object], manager: RealtimeManager, client: RealtimeClient
 ) -> t.Callable[[], None] | None:
-    """Close the client as soon as its peer closes the connection (gevent only).
-
-    A WSGI app normally learns of a disconnect only when a write fails (the
-    next keep-alive).  PocketBase notices within milliseconds, and the SDK's
-    old client id must answer 404 quickly, so under gevent a greenlet peeks at
-    the socket: EOF or a reset closes the client; any bytes (a pipelined
-    request) or an unpeekable socket (TLS) simply end the watch.
-    """
+    """Close the client as soon as its peer closes the connection (gevent only):
+    the SDK's old client id must answer 404 within milliseconds, as PocketBase's
+    does, not at the next keep-alive.  See ``runtime.watch_peer_eof``."""
     sock = next((environ[k] for k in SOCKET_KEYS if environ.get(k) is not None), None)
-    if sock is None or "gevent" not in sys.modules:
-        return None
-    from gevent import monkey
-
-    if not monkey.is_module_patched("socket"):
-        return None
-    import gevent
-
-    def watch() -> None:
-        try:
-            data = sock.recv(1, socket.MSG_PEEK)  # type: ignore[attr-defined]
-        except ValueError:  # TLS sockets refuse MSG_PEEK: rely on keep-alives
-            return
-        except OSError:
-            data = b""
-        if not data:
-            manager.remove_client(client.id, reason="peer closed the connection", expected=client)
-
-    greenlet = gevent.spawn(watch)
-
-    def stop() -> None:
-        greenlet.kill(block=True, timeout=1)
-
-    return stop
+    return runtime.watch_peer_eof(
+        sock,
+        lambda: manager.remove_client(
+            client.id, reason="peer closed the connection", expected=client
+        ),
+    )

@@ -1,0 +1,376 @@
+"""The one seam between realtime_flask and its concurrency runtime (gevent or threads).
+
+Everything that needs a concurrency primitive gets it here: the per-client
+frame queue, background loops, a cooperative yield, a thread pool for CPU-heavy
+calls, and the peer-EOF watch.  Nothing else in the package imports gevent for
+primitives (the gevent WSGI server in ``serve.py`` is an entry point, not a
+primitive).
+
+Rules:
+
+1. This module never monkey-patches.  ``gevent_active()`` is true when gevent
+   is imported *and* has patched ``socket`` and ``threading``: that is what
+   every entry point does (``wsgi.py``, ``gunicorn -k gevent``).  Each factory
+   decides when it is called, so objects built before patching (none are, in
+   the entry points) keep the thread flavour.
+2. Without gevent the same API is built on the standard library's threads, so
+   unit tests run with real threads and no patching.
+3. The gevent ``ClientQueue`` never takes a lock: greenlets of one hub never
+   preempt each other, and the queue is only used from greenlets of the hub
+   that created it (the stream's, the broker's delivery greenlet, request
+   greenlets).  The producer side (``put_nowait``, ``close``) never blocks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+import typing as t
+from collections import deque
+
+__all__ = [
+    "ClientQueue",
+    "QueueClosed",
+    "RuntimeUnavailable",
+    "cooperative_sleep",
+    "gevent_active",
+    "new_client_queue",
+    "require_patched_sockets",
+    "run_blocking",
+    "spawn_daemon",
+    "watch_peer_eof",
+]
+
+
+class QueueClosed(Exception):
+    """Raised by ``ClientQueue.get`` once the client has been closed."""
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The process is not set up for what was asked (e.g. gevent without patched sockets)."""
+
+
+def gevent_active() -> bool:
+    """True when gevent has monkey-patched this process (socket and threading)."""
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("socket") and monkey.is_module_patched("threading"))
+
+
+def require_patched_sockets(what: str) -> None:
+    """Raise RuntimeUnavailable when gevent is imported but sockets are not patched:
+    a blocking socket in ``what`` would then stall every greenlet of the process."""
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            raise RuntimeUnavailable(
+                f"{what} under gevent needs patched sockets: call gevent.monkey.patch_all() "
+                "before other imports (gunicorn -k gevent does)"
+            )
+
+
+def spawn_daemon(target: t.Callable[[], None], name: str) -> object:
+    """Run ``target`` in the background: a greenlet under gevent's patching (a
+    patched ``threading.Thread`` is one), a daemon thread otherwise."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def cooperative_sleep(seconds: float = 0.0) -> None:
+    """Give other greenlets (or threads) a turn; ``0`` just yields."""
+    time.sleep(seconds)  # gevent.sleep under patching
+
+
+def run_blocking(fn: t.Callable[[], t.Any]) -> t.Any:
+    """Run a CPU-heavy ``fn`` off the gevent hub (gevent's thread pool) so other
+    greenlets keep running; called directly when gevent is not active."""
+    if not gevent_active():
+        return fn()
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(fn)
+
+
+# -- the client's controller ---------------------------------------------------------
+
+
+class ClientQueue(t.Protocol):
+    """The client's controller: a bounded frame queue with a close signal.
+
+    One producer side (``put_nowait``, never blocks) and one consumer, the
+    client's stream generator (``get``).  ``close`` wakes the consumer even
+    when the queue is full, which a sentinel item could not do.
+    """
+
+    maxsize: int
+
+    def put_nowait(self, frame: bytes) -> bool:
+        """Queue ``frame``; False when the queue is full or closed."""
+
+    def get(self, timeout: float | None) -> bytes | None:
+        """Every queued frame joined into one chunk, waiting up to ``timeout``
+        seconds.  None when nothing arrived in time; raises QueueClosed once
+        the client is closed (frames still queued are dropped then)."""
+
+    def put_front(self, frames: list[bytes]) -> None:
+        """Put ``frames`` before everything queued (a replay); may exceed ``maxsize``."""
+
+    def close(self) -> None:
+        """Close the queue and wake the consumer; idempotent."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def qsize(self) -> int: ...
+
+
+def new_client_queue(maxsize: int) -> ClientQueue:
+    """A ``ClientQueue`` for the running runtime (gevent's when active)."""
+    if gevent_active():
+        return _GeventClientQueue(maxsize)
+    return _ThreadClientQueue(maxsize)
+
+
+def _join(frames: list[bytes]) -> bytes:
+    return frames[0] if len(frames) == 1 else b"".join(frames)
+
+
+class _ThreadClientQueue:
+    """Thread flavour: a deque under a ``threading.Condition``."""
+
+    __slots__ = ("_closed", "_cond", "_frames", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._frames: deque[bytes] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+
+    def put_nowait(self, frame: bytes) -> bool:
+        with self._cond:
+            if self._closed or len(self._frames) >= self.maxsize:
+                return False
+            self._frames.append(frame)
+            self._cond.notify()
+            return True
+
+    def get(self, timeout: float | None) -> bytes | None:
+        with self._cond:
+            if not self._frames and not self._closed:
+                self._cond.wait(timeout)
+            if self._closed:
+                raise QueueClosed
+            if not self._frames:
+                return None
+            chunk = _join(list(self._frames))
+            self._frames.clear()
+            return chunk
+
+    def put_front(self, frames: list[bytes]) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._frames.extendleft(reversed(frames))
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._frames.clear()
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def qsize(self) -> int:
+        return len(self._frames)
+
+
+class _GeventClientQueue:
+    """gevent flavour: a list, a flag and a direct switch into the waiting greenlet.
+
+    The consumer parks itself with ``hub.switch()``; a producer schedules one
+    hub callback that switches back into it (at most one pending at a time).
+    The keep-alive timeout is one libev timer per queue, created on first use
+    and re-armed per wait, so a wait allocates nothing.  A wake-up that arrives
+    after the consumer stopped waiting finds ``_waiter`` empty and does
+    nothing, so it can never resume the greenlet inside some other wait (a
+    socket write, say).
+    """
+
+    __slots__ = (
+        "_closed",
+        "_frames",
+        "_hub",
+        "_scheduled",
+        "_timer",
+        "_timer_after",
+        "_waiter",
+        "maxsize",
+    )
+
+    def __init__(self, maxsize: int) -> None:
+        from gevent import get_hub
+
+        self.maxsize = maxsize
+        self._frames: list[bytes] = []
+        self._closed = False
+        self._hub = get_hub()
+        self._waiter: t.Any = None
+        self._scheduled = False
+        self._timer: t.Any = None
+        self._timer_after = -1.0
+
+    def _wake_soon(self) -> None:
+        if self._waiter is not None and not self._scheduled:
+            self._scheduled = True
+            self._hub.loop.run_callback(self._wake)
+
+    def _wake(self) -> None:  # runs in the hub
+        self._scheduled = False
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.switch(True)
+
+    def _expire(self) -> None:  # runs in the hub
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.switch(False)
+
+    def put_nowait(self, frame: bytes) -> bool:
+        frames = self._frames
+        if self._closed or len(frames) >= self.maxsize:
+            return False
+        frames.append(frame)
+        if self._waiter is not None and not self._scheduled:
+            self._scheduled = True
+            self._hub.loop.run_callback(self._wake)
+        return True
+
+    def get(self, timeout: float | None) -> bytes | None:
+        from gevent import getcurrent
+
+        while not self._frames and not self._closed:
+            timer = None
+            if timeout is not None:
+                timer = self._timer
+                if timer is None or self._timer_after != timeout:
+                    if timer is not None:
+                        timer.close()
+                    timer = self._timer = self._hub.loop.timer(timeout)
+                    self._timer_after = timeout
+                timer.start(self._expire)
+            self._waiter = getcurrent()
+            try:
+                woken = self._hub.switch()
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.stop()
+            if not woken:
+                break  # the keep-alive timeout
+            # else: a wake-up; loop to re-check (it may be stale: nothing queued)
+        if self._closed:
+            raise QueueClosed
+        if not self._frames:
+            return None
+        frames = self._frames
+        self._frames = []
+        return _join(frames)
+
+    def put_front(self, frames: list[bytes]) -> None:
+        if self._closed:
+            return
+        self._frames[:0] = frames
+        self._wake_soon()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._frames = []
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        self._wake_soon()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def qsize(self) -> int:
+        return len(self._frames)
+
+
+# -- peer EOF ------------------------------------------------------------------------
+
+
+def watch_peer_eof(sock: object, on_eof: t.Callable[[], object]) -> t.Callable[[], None] | None:
+    """Call ``on_eof()`` (in a greenlet of its own) as soon as the peer closes ``sock``.
+
+    A WSGI app learns of a disconnect only when a write fails (the next
+    keep-alive); PocketBase notices within milliseconds.  Under gevent a
+    read watcher on the connection's file descriptor (no greenlet, no stack
+    while it waits) peeks at the socket when it becomes readable: EOF or a
+    reset calls ``on_eof``; any bytes (a pipelined request, a TLS record)
+    simply end the watch.  Returns ``stop`` (idempotent),
+    or None when there is nothing to watch with (no gevent, no socket).
+    """
+    if sock is None or not gevent_active():
+        return None
+    fileno = getattr(sock, "fileno", None)
+    if fileno is None:
+        return None
+    try:
+        fd = fileno()
+    except OSError:
+        return None
+    if fd < 0:
+        return None
+    import _socket
+
+    import gevent
+
+    watcher = gevent.get_hub().loop.io(fd, 1)  # 1 = READ
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            watcher.stop()
+            watcher.close()
+
+    def readable() -> None:  # runs in the hub: nothing here may block
+        stop()
+        try:
+            # A private duplicate of the descriptor, read without gevent's
+            # socket wrapper: a peek that would block must fail, not wait.
+            peek = _socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return
+        try:
+            data = peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return  # spurious readiness: keep-alives will find a dead peer
+        except OSError:
+            data = b""
+        finally:
+            peek.close()
+        if not data:
+            # Switch into the callback's greenlet now, from the hub, rather than
+            # spawning it: it runs before any request that is already scheduled
+            # (a subscriptions POST racing the disconnect), as a greenlet blocked
+            # in recv() would.  If it blocks, it yields to the hub as usual.
+            gevent.Greenlet(on_eof).switch()
+
+    watcher.start(readable)
+    return stop
