@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from . import sse
 from .events import AuthUser
 from .events import Event
+from .rules import And
 from .rules import Comparison
 from .rules import CompiledRule
 from .rules import Expr
@@ -260,6 +261,7 @@ class StoreVisibility:
         self.store = store
         self._published = OpenVisibility()
         self._filters: dict[tuple[str, str], CompiledRule | None] = {}
+        self._plans: dict[tuple[str, str], _SubscriptionPlan] = {}
 
     def begin(self, event: Event) -> EventView:
         """Store writes go through the rules; an event published by trusted code
@@ -284,6 +286,72 @@ class StoreVisibility:
                 self._filters[key] = None
         return self._filters[key]
 
+    def plan(self, coll: Collection, sub: Subscription) -> _SubscriptionPlan:
+        """What checking ``sub`` against ``coll`` takes, worked out once per topic."""
+        key = (coll.id, sub.raw)
+        found = self._plans.get(key)
+        if found is None:
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            found = self._plans[key] = _SubscriptionPlan(self, coll, sub)
+        return found
+
+
+class _SubscriptionPlan:
+    """Per (collection, topic): the rule, its cache-key parts, the options.
+
+    ``guard`` names a field F when the rule requires ``F = @request.auth.id``
+    (a top-level conjunct) and F holds one text value: a record whose F is a
+    non-empty string other than the subscriber's id fails the rule without
+    evaluating it, which is what makes an owner rule cost O(1) per subscriber.
+    """
+
+    __slots__ = (
+        "expand",
+        "fields",
+        "filter",
+        "guard",
+        "rule",
+        "rule_headers",
+        "rule_query",
+        "sub",
+    )
+
+    def __init__(self, owner: StoreVisibility, coll: Collection, sub: Subscription) -> None:
+        action = "list" if sub.record_id is None else "view"
+        rule: CompiledRule | None = owner.store.schema.compiled_rule(coll, action)
+        self.sub = sub
+        self.rule = rule
+        query = sub.options.query
+        self.filter = query.get("filter", "")
+        self.fields = query.get("fields", "")
+        self.expand = query.get("expand", "")
+        self.rule_headers = rule is not None and rule.references("@request.headers")
+        self.rule_query = rule is not None and rule.references("@request.query")
+        self.guard = None if rule is None or rule.always else _auth_id_guard(rule, coll)
+
+
+def _auth_id_guard(rule: CompiledRule, coll: Collection) -> str | None:
+    """The field F of a top-level ``F = @request.auth.id`` conjunct, if F is single-valued text."""
+    expr = rule.expr
+    if expr is None:
+        return None
+    terms = expr.terms if isinstance(expr, And) else (expr,)
+    for term in terms:
+        if not isinstance(term, Comparison) or term.op != "=":
+            continue
+        left, right = term.left, term.right
+        if not (isinstance(left, Identifier) and isinstance(right, Identifier)):
+            continue
+        if right.name != "@request.auth.id":
+            left, right = right, left
+        if right.name != "@request.auth.id":
+            continue
+        field = coll.field(left.name)
+        if field is not None and field.type in ("text", "relation") and not field.multiple:
+            return field.name
+    return None
+
 
 class _StoreEventView:
     def __init__(self, owner: StoreVisibility, coll: Collection, event: Event) -> None:
@@ -306,18 +374,11 @@ class _StoreEventView:
 
     def _passes(
         self,
-        tag: str,
+        key: tuple[object, ...],
         rule: CompiledRule,
         user: AuthUser | None,
         sub: Subscription,
     ) -> bool:
-        if rule.always:
-            return True
-        key: tuple[object, ...] = (tag, rule.source, auth_key(user))
-        if rule.references("@request.headers"):
-            key += (tuple(sorted(sub.options.headers.items())),)
-        if rule.references("@request.query"):
-            key += (tuple(sorted(sub.options.query.items())),)
         found = self._checks.get(key)
         if found is None:
             found = self._checks[key] = rule.matches(
@@ -326,26 +387,47 @@ class _StoreEventView:
         return found
 
     def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        plan = self.owner.plan(self.coll, sub)
         superuser = user is not None and user.superuser
-        action = "list" if sub.record_id is None else "view"
-        rule = self.store.schema.compiled_rule(self.coll, action)
-        if rule is None and not superuser:
-            return None
-        if rule is not None and not superuser and not self._passes("rule", rule, user, sub):
-            return None
-        query = sub.options.query
-        source = query.get("filter", "")
+        rule = plan.rule
+        if not superuser:
+            if rule is None:
+                return None
+            if not rule.always:
+                guard = plan.guard
+                if guard is not None and user is not None:
+                    value = self.record.get(guard)
+                    if type(value) is str and value and value != user.id:
+                        return None  # fails F = @request.auth.id whatever else it says
+                key: tuple[object, ...] = ("rule", rule.source, auth_key(user))
+                if plan.rule_headers:
+                    key += (tuple(sorted(sub.options.headers.items())),)
+                if plan.rule_query:
+                    key += (tuple(sorted(sub.options.query.items())),)
+                if not self._passes(key, rule, user, sub):
+                    return None
+        source = plan.filter
         if source:
             if not superuser and ("@request." in source or "@collection." in source):
                 return None
             compiled = self.owner.compiled_filter(self.coll, source)
-            if compiled is None or not self._passes("filter", compiled, user, sub):
+            if compiled is None:
                 return None
-        return self._payload(user, sub, superuser)
+            if not compiled.always:
+                key = ("filter", source, auth_key(user))
+                if compiled.references("@request.headers"):
+                    key += (tuple(sorted(sub.options.headers.items())),)
+                if compiled.references("@request.query"):
+                    key += (tuple(sorted(sub.options.query.items())),)
+                if not self._passes(key, compiled, user, sub):
+                    return None
+        return self._payload(user, sub, plan, superuser)
 
-    def _payload(self, user: AuthUser | None, sub: Subscription, superuser: bool) -> bytes:
-        fields = sub.options.query.get("fields", "")
-        expand = sub.options.query.get("expand", "")
+    def _payload(
+        self, user: AuthUser | None, sub: Subscription, plan: _SubscriptionPlan, superuser: bool
+    ) -> bytes:
+        fields = plan.fields
+        expand = plan.expand
         own = (
             user is not None
             and user.collection_id == self.coll.id

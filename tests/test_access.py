@@ -502,7 +502,9 @@ class TestSharing:
         monkeypatch.setattr(CompiledRule, "matches", counting_matches)
         note = env.create("notes", title="n", owner=users[0]["id"])
 
-        assert evaluations == ["owner = @request.auth.id"] * 5  # once per distinct auth
+        # Once for the owner; the four others fail `owner = @request.auth.id` on the
+        # owner field alone (StoreVisibility's guard) without evaluating the rule.
+        assert evaluations == ["owner = @request.auth.id"]
         full = created(shown(env, "notes", note))
         slim = created({"id": note["id"]})
         assert encodes == [full, slim]  # once per distinct payload
@@ -514,6 +516,51 @@ class TestSharing:
                 assert frames == [("notes/*", full), (picked, slim)]
             else:
                 assert frames == [("notes/*", full)]
+
+    @pytest.mark.parametrize(
+        ("rule", "guarded"),
+        [
+            ("owner = @request.auth.id", True),
+            ("@request.auth.id = owner && title != 'hidden'", True),
+            ("title != 'hidden' && (owner = @request.auth.id)", True),
+            ("owner = @request.auth.id || title = 'open'", False),
+            ("owner ?= @request.auth.id", False),
+            ("owner != @request.auth.id", False),
+        ],
+    )
+    def test_owner_guard_never_changes_who_gets_a_frame(
+        self, fake_clock: FakeClock, rule: str, guarded: bool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        schema = [
+            c if c["name"] != "notes" else {**c, "listRule": rule, "viewRule": rule} for c in SCHEMA
+        ]
+        env = Env(fake_clock, schema)
+        users = [env.user(f"g{i}@example.com") for i in range(3)]
+        clients = [env.connect("notes/*", auth=u) for u in users]
+        guest = env.connect("notes/*")
+        evaluations: list[str] = []
+        matches = CompiledRule.matches
+
+        def counting_matches(rule: CompiledRule, *args: t.Any, **kwargs: t.Any) -> bool:
+            evaluations.append(rule.source)
+            return matches(rule, *args, **kwargs)
+
+        compiled = env.store.schema.compiled_rule(env.store.collection("notes"), "list")
+        for owner in ("", users[0]["id"], users[1]["id"]):
+            for title in ("open", "hidden", "other"):
+                note = env.store.create("notes", {"title": title, "owner": owner}, SU)
+                stored = env.store.get_record("notes", note["id"])
+                assert stored is not None
+                expected = [
+                    compiled.matches(stored, RequestContext(auth=dict(env.auth(u).record)))
+                    for u in users
+                ] + [compiled.matches(stored, RequestContext(auth=None))]
+                got = [bool(read(c)) for c in [*clients, guest]]
+                assert got == expected, (owner, title)
+        monkeypatch.setattr(CompiledRule, "matches", counting_matches)
+        env.store.create("notes", {"title": "x", "owner": users[2]["id"]}, SU)
+        # Guarded: only the owner's and the guest's checks run the rule.
+        assert len(evaluations) == (2 if guarded else 4)
 
     def test_superusers_skip_rule_evaluation(
         self, env: Env, monkeypatch: pytest.MonkeyPatch
