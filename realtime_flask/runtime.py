@@ -199,8 +199,9 @@ class _GeventClientQueue:
 
     The consumer parks itself with ``hub.switch()``; a producer schedules one
     hub callback that switches back into it (at most one pending at a time).
-    The keep-alive timeout is one libev timer per queue, created on first use
-    and re-armed per wait, so a wait allocates nothing.  A wake-up that arrives
+    The keep-alive timeout is one loop timer per queue, created on first use
+    and re-armed per wait (``again``, which restarts the full delay), so a
+    wait allocates nothing.  A wake-up that arrives
     after the consumer stopped waiting finds ``_waiter`` empty and does
     nothing, so it can never resume the greenlet inside some other wait (a
     socket write, say).
@@ -259,15 +260,20 @@ class _GeventClientQueue:
         from gevent import getcurrent
 
         while not self._frames and not self._closed:
+            if timeout is not None and timeout <= 0:
+                break  # a poll
             timer = None
             if timeout is not None:
                 timer = self._timer
                 if timer is None or self._timer_after != timeout:
                     if timer is not None:
                         timer.close()
-                    timer = self._timer = self._hub.loop.timer(timeout)
+                    # after == repeat, armed with again(): a stopped libev timer
+                    # keeps what was left of its delay, so after one expiry a
+                    # plain start() would fire at once, every time.
+                    timer = self._timer = self._hub.loop.timer(timeout, timeout)
                     self._timer_after = timeout
-                timer.start(self._expire)
+                timer.again(self._expire)
             self._waiter = getcurrent()
             try:
                 woken = self._hub.switch()

@@ -113,6 +113,21 @@ class TestClientQueue:
         assert outcome == ["closed"]
 
 
+def test_the_keepalive_wait_is_full_length_after_an_expiry() -> None:
+    """A re-armed timer waits its whole delay again: after one keep-alive expiry
+    the next wait must still be woken by the frame, not expire at once."""
+    q = runtime._GeventClientQueue(8)
+    assert q.get(timeout=0.01) is None  # one expiry
+
+    def later() -> None:
+        gevent.sleep(0.05)
+        q.put_nowait(b"x")
+
+    putter = gevent.spawn(later)
+    assert q.get(timeout=30) == b"x"
+    putter.join(timeout=10)
+
+
 def test_a_late_wakeup_never_resumes_the_reader_inside_another_wait() -> None:
     """The keep-alive timer and a put can land in one loop turn: the reader is
     resumed by the first, and the second must find nobody waiting, even though
