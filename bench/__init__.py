@@ -1,0 +1,1 @@
+"""The load bench (see bench/run.py and docs/benchmarks.md)."""
