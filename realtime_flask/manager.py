@@ -131,6 +131,13 @@ class RealtimeClient:
         return f"<RealtimeClient {self.id!r} topics={len(self.subscriptions)}>"
 
 
+#: A fan-out looks at the time once per this many clients.
+_CLOCK_EVERY: t.Final[int] = 64
+
+#: One index entry: the client, its auth and its subscriptions on one collection.
+_IndexEntry: t.TypeAlias = "tuple[RealtimeClient, AuthUser | None, tuple[Subscription, ...]]"
+
+
 @dataclass(frozen=True, slots=True)
 class ParkedClient:
     """What a closed client leaves behind for a resume with ``Last-Event-ID``."""
@@ -167,9 +174,16 @@ class RealtimeManager:
     :param max_lifetime: seconds after which ``reap`` closes any client.
     :param clock: monotonic seconds; injected so tests drive time.
     :param id_factory: makes client ids (tests may pin them).
-    :param yield_every: during a fan-out, call ``pause`` after this many
-        subscriptions were looked at.
+    :param slice_seconds: a fan-out calls ``pause`` once it has run this long
+        (seconds of ``timer``) since its last pause.  The slice runs across
+        events while fan-outs follow each other without a break, so a backlog
+        of many small events (a listener catching up after a Redis outage)
+        yields as often as one big event.  Cheap fan-outs run in one slice,
+        which lets the streams' wake-ups pile up and leave in fewer writes
+        under load; costly ones (rule checks for thousands of users) are cut.
+    :param yield_every: also pause after this many subscriptions were looked at.
     :param pause: gives other greenlets a turn (``runtime.cooperative_sleep``).
+    :param timer: seconds for ``slice_seconds`` (real time, not ``clock``).
     """
 
     def __init__(
@@ -180,22 +194,32 @@ class RealtimeManager:
         max_lifetime: float = 1800.0,
         clock: Clock = time.monotonic,
         id_factory: t.Callable[[], str] = new_client_id,
-        yield_every: int = 256,
+        slice_seconds: float = 0.005,
+        yield_every: int = 1_000_000,
         pause: t.Callable[[], None] = runtime.cooperative_sleep,
+        timer: Clock = time.perf_counter,
     ) -> None:
         self.queue_size = queue_size
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.clock = clock
         self._id_factory = id_factory
+        self.slice_seconds = slice_seconds
         self.yield_every = yield_every
         self._pause = pause
+        self._timer = timer
         self._since_pause = 0
+        self._slice_started = 0.0
+        self._last_fanout_end = -1e9
         self._lock = threading.Lock()
         self._clients: dict[str, RealtimeClient] = {}
-        # collection name or id as written in a topic -> client id -> the client
-        # and its subscriptions on that collection.
-        self._index: dict[str, dict[str, tuple[RealtimeClient, tuple[Subscription, ...]]]] = {}
+        # collection name or id as written in a topic -> client id -> the client,
+        # its auth and its subscriptions on that collection.  A client's auth is
+        # only ever changed through _set_user_locked, which keeps this in step.
+        self._index: dict[str, dict[str, _IndexEntry]] = {}
+        # collection -> list(bucket.values()), rebuilt after the bucket changes:
+        # a fan-out to an unchanged audience copies nothing under the lock.
+        self._snapshots: dict[str, list[_IndexEntry]] = {}
         self._on_remove: list[t.Callable[[ParkedClient], object]] = []
         self.dropped_slow = 0
         self.reaped_idle = 0
@@ -224,7 +248,7 @@ class RealtimeManager:
                 if client.id in self._clients:
                     raise ClientNotFound("client id already connected")
                 self._clients[client.id] = client
-                client.user = resume.user
+                client.user = resume.user  # not indexed yet
                 client.subscriptions = _dedupe(resume.subscriptions)
                 self._index_locked(client)
             return client
@@ -291,7 +315,12 @@ class RealtimeManager:
 
     def set_client_auth(self, client_id: str, user: AuthUser | None) -> None:
         with self._lock:
-            self._require_locked(client_id).user = user
+            self._set_user_locked(self._require_locked(client_id), user)
+
+    def _set_user_locked(self, client: RealtimeClient, user: AuthUser | None) -> None:
+        self._unindex_locked(client)
+        client.user = user
+        self._index_locked(client)
 
     def set_subscriptions(self, client_id: str, subscriptions: Iterable[Subscription]) -> None:
         """Replace the client's whole topic set (PocketBase's replace semantics)."""
@@ -342,8 +371,8 @@ class RealtimeManager:
                 raise BadRequest("Invalid realtime client.")
             if client.user is not None and not same_auth(client.user, user):
                 raise AccessDenied()
-            client.user = user
             self._unindex_locked(client)
+            client.user = user
             client.subscriptions = subs
             self._index_locked(client)
             client.last_activity = now
@@ -360,7 +389,8 @@ class RealtimeManager:
         for sub in client.subscriptions:
             by_collection.setdefault(sub.collection, []).append(sub)
         for collection, subs in by_collection.items():
-            self._index.setdefault(collection, {})[client.id] = (client, tuple(subs))
+            self._index.setdefault(collection, {})[client.id] = (client, client.user, tuple(subs))
+            self._snapshots.pop(collection, None)
 
     def _unindex_locked(self, client: RealtimeClient) -> None:
         for collection in {sub.collection for sub in client.subscriptions}:
@@ -368,6 +398,7 @@ class RealtimeManager:
             if bucket is None:
                 continue
             bucket.pop(client.id, None)
+            self._snapshots.pop(collection, None)
             if not bucket:
                 del self._index[collection]
 
@@ -386,27 +417,37 @@ class RealtimeManager:
         """
         self._since_pause += 1  # each event counts, even one nobody is subscribed to
         with self._lock:
-            candidates: list[tuple[RealtimeClient, AuthUser | None, tuple[Subscription, ...]]] = []
+            candidates: list[_IndexEntry] = []
             for name in event.names:
-                bucket = self._index.get(name)
-                if bucket:
-                    candidates.extend([(c, c.user, subs) for c, subs in bucket.values()])
+                snapshot = self._snapshots.get(name)
+                if snapshot is None:
+                    bucket = self._index.get(name)
+                    if not bucket:
+                        continue
+                    snapshot = self._snapshots[name] = list(bucket.values())
+                # the snapshot itself is shared and never mutated
+                candidates = candidates + snapshot if candidates else snapshot
         if not candidates:
             return DispatchResult(0, 0, 0)
-        # The count runs across events: a backlog of many small fan-outs (a
-        # listener catching up after a Redis outage) yields as often as one big one.
+        timer = self._timer
+        started = timer()
+        if started - self._last_fanout_end > self.slice_seconds:
+            self._slice_started = started  # the fan-out greenlet was idle: a new slice
+        slice_end = self._slice_started + self.slice_seconds
         checked = self._since_pause
         yield_every = self.yield_every
         bodies_for = _EventBodies(event, view).bodies_for
         position = position_suffix(event.id)  # encoded once, shared by every client
         frames = clients = dropped = 0
-        for client, user, subs in candidates:
+        for n, (client, user, subs) in enumerate(candidates, 1):
             checked += len(subs)
-            if checked >= yield_every:
-                # A large fan-out (thousands of clients, rule checks) must not
+            if checked >= yield_every or (not n % _CLOCK_EVERY and timer() >= slice_end):
+                # A long fan-out (thousands of clients, rule checks) must not
                 # hold the gevent hub: let the streams write between slices.
                 checked = 0
                 self._pause()
+                self._slice_started = timer()
+                slice_end = self._slice_started + self.slice_seconds
             bodies = bodies_for(client.id, user, subs)
             if not bodies:
                 continue
@@ -427,6 +468,7 @@ class RealtimeManager:
             if self._drop_slow(client):
                 dropped += 1
         self._since_pause = checked
+        self._last_fanout_end = timer()
         return DispatchResult(frames=frames, clients=clients, dropped=dropped)
 
     def _drop_slow(self, client: RealtimeClient) -> bool:
@@ -482,11 +524,12 @@ class RealtimeManager:
                 if user is None or user.id != record_id or user.collection_id != collection_id:
                     continue
                 if event.action == "delete" or user.record.get("tokenKey") != stored["tokenKey"]:
-                    client.user = None
+                    self._set_user_locked(client, None)
                 else:
-                    client.user = AuthUser(
+                    fresh = AuthUser(
                         user.collection_id, user.id, user.collection_name, stored, user.superuser
                     )
+                    self._set_user_locked(client, fresh)
                 changed += 1
         return changed
 

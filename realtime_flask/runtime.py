@@ -210,6 +210,7 @@ class _GeventClientQueue:
     __slots__ = (
         "_closed",
         "_frames",
+        "_getcurrent",
         "_hub",
         "_scheduled",
         "_timer",
@@ -220,7 +221,9 @@ class _GeventClientQueue:
 
     def __init__(self, maxsize: int) -> None:
         from gevent import get_hub
+        from gevent import getcurrent
 
+        self._getcurrent = getcurrent
         self.maxsize = maxsize
         self._frames: list[bytes] = []
         self._closed = False
@@ -257,8 +260,6 @@ class _GeventClientQueue:
         return True
 
     def get(self, timeout: float | None) -> bytes | None:
-        from gevent import getcurrent
-
         while not self._frames and not self._closed:
             if timeout is not None and timeout <= 0:
                 break  # a poll
@@ -274,7 +275,7 @@ class _GeventClientQueue:
                     timer = self._timer = self._hub.loop.timer(timeout, timeout)
                     self._timer_after = timeout
                 timer.again(self._expire)
-            self._waiter = getcurrent()
+            self._waiter = self._getcurrent()
             try:
                 woken = self._hub.switch()
             finally:

@@ -396,3 +396,27 @@ def test_large_fan_out_pauses_between_slices(fake_clock: FakeClock) -> None:
         manager.set_subscriptions(c.id, subs("posts/*"))
     assert manager.dispatch(post_event()).frames == 35
     assert len(pauses) == 3
+
+
+def test_a_fan_out_pauses_only_once_its_time_slice_is_used(fake_clock: FakeClock) -> None:
+    now = [0.0]
+    pauses: list[float] = []
+    manager = RealtimeManager(
+        clock=fake_clock,
+        slice_seconds=0.005,
+        timer=lambda: now[0],
+        pause=lambda: pauses.append(now[0]),
+    )
+    for _ in range(1000):
+        manager.set_subscriptions(manager.register_client().id, subs("posts/*"))
+    assert manager.dispatch(post_event("r1")).frames == 1000
+    assert pauses == []  # no time passed: one slice
+
+    def slow_timer() -> float:
+        now[0] += 0.001  # every look at the clock finds a millisecond gone
+        return now[0]
+
+    manager._timer = slow_timer
+    assert manager.dispatch(post_event("r2")).frames == 1000
+    # The clock is read every 64 clients: about one pause per five reads.
+    assert 2 <= len(pauses) <= 1000 // 64
