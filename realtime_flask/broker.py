@@ -16,11 +16,13 @@ from collections import deque
 
 from .events import Event
 
-__all__ = ["Broker", "EventHandler", "MemoryBroker"]
+__all__ = ["BatchHandler", "Broker", "EventHandler", "MemoryBroker", "one_by_one"]
 
 logger = logging.getLogger(__name__)
 
 EventHandler = t.Callable[[Event], object]
+#: Takes consecutive events at once (a backlog), in order.
+BatchHandler = t.Callable[[list[Event]], object]
 
 
 class Broker(t.Protocol):
@@ -29,6 +31,10 @@ class Broker(t.Protocol):
 
     def subscribe(self, handler: EventHandler) -> None:
         """Call ``handler`` for every event published from now on, in order."""
+
+    def subscribe_many(self, handler: BatchHandler) -> None:
+        """Like ``subscribe``, but ``handler`` gets every run of events that are
+        ready at once (one or more, in order): a backlog is handled in one pass."""
 
     def close(self) -> None:
         """Stop delivering; idempotent."""
@@ -44,6 +50,20 @@ class Broker(t.Protocol):
 
     def history(self, after: str, limit: int) -> list[Event] | None:
         """Events after id ``after``, oldest first; None when history no longer reaches back."""
+
+
+def one_by_one(handler: EventHandler) -> BatchHandler:
+    """A batch handler that calls ``handler`` per event; one failing event does
+    not keep the others from it."""
+
+    def each(events: list[Event]) -> None:
+        for event in events:
+            try:
+                handler(event)
+            except Exception:
+                logger.exception("realtime event handler failed for event %s", event.id)
+
+    return each
 
 
 class MemoryBroker:
@@ -71,7 +91,7 @@ class MemoryBroker:
         self._order = threading.RLock()
         self._counter = itertools.count(1)
         self._history: deque[Event] = deque(maxlen=history_size)
-        self._handlers: list[EventHandler] = []
+        self._handlers: list[BatchHandler] = []
         self._closed = False
         self._spawn = spawn
         self._pending: deque[Event] = deque()
@@ -95,15 +115,17 @@ class MemoryBroker:
                 stamped = event.with_id(str(next(self._counter)))
                 self._history.append(stamped)
                 handlers = tuple(self._handlers)
-            self._deliver(handlers, stamped)
+            self._deliver(handlers, [stamped])
         return stamped
 
-    def _deliver(self, handlers: tuple[EventHandler, ...], event: Event) -> None:
+    def _deliver(self, handlers: tuple[BatchHandler, ...], events: list[Event]) -> None:
         for handler in handlers:
             try:
-                handler(event)
+                handler(events)
             except Exception:
-                logger.exception("realtime event handler failed for event %s", event.id)
+                logger.exception(
+                    "realtime event handler failed for events %s..%s", events[0].id, events[-1].id
+                )
 
     def _run(self) -> None:
         while True:
@@ -115,10 +137,12 @@ class MemoryBroker:
                 batch = list(self._pending)
                 self._pending.clear()
                 handlers = tuple(self._handlers)
-            for event in batch:
-                self._deliver(handlers, event)
+            self._deliver(handlers, batch)
 
     def subscribe(self, handler: EventHandler) -> None:
+        self.subscribe_many(one_by_one(handler))
+
+    def subscribe_many(self, handler: BatchHandler) -> None:
         with self._lock:
             self._handlers.append(handler)
 

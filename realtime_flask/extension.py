@@ -70,6 +70,32 @@ class RealtimeState:
     def publish(self, event: Event) -> Event:
         return self.broker.publish(event)
 
+    def deliver_many(self, events: list[Event]) -> DispatchResult:
+        """The broker's batch handler: ``deliver`` for a run of events, with one
+        fan-out pass (one write per client) for each stretch of events that
+        change no connected client's auth; events that may are delivered alone,
+        so auth side effects keep their place in the order."""
+        total = DispatchResult(0, 0, 0)
+        run: list[Event] = []
+        for event in events:
+            if _may_change_auth(event):
+                total += self._deliver_run(run)
+                run = []
+                total += self.deliver(event)
+            else:
+                run.append(event)
+        return total + self._deliver_run(run)
+
+    def _deliver_run(self, run: list[Event]) -> DispatchResult:
+        if not run:
+            return DispatchResult(0, 0, 0)
+        # Set first: a client resumed during this fan-out replays these events.
+        self.last_delivered = run[-1].id
+        visibility = self.visibility
+        return self.manager.dispatch_many(
+            [(e, None if visibility is None else visibility.begin(e)) for e in run]
+        )
+
     def deliver(self, event: Event) -> DispatchResult:
         """The broker's handler: auth side effects, then the rule-filtered fan-out."""
         # Set first: a client resumed during this fan-out replays this event.
@@ -251,7 +277,11 @@ class Realtime:
             visibility=self._visibility or _open_visibility(),
             router=router,
         )
-        broker.subscribe(state.deliver)
+        subscribe_many = getattr(broker, "subscribe_many", None)
+        if subscribe_many is not None:
+            subscribe_many(state.deliver_many)
+        else:  # a broker of the app's own making
+            broker.subscribe(state.deliver)
         broker.subscribe_reset(state.reset)
         broker.start()
         router.start()
@@ -293,6 +323,12 @@ def _delivery_spawn() -> t.Callable[[t.Callable[[], None]], object] | None:
     if not runtime.gevent_active():
         return None
     return lambda target: runtime.spawn_daemon(target, "realtime-delivery")
+
+
+def _may_change_auth(event: Event) -> bool:
+    """Whether ``RealtimeManager.apply_auth_change`` may act on ``event``."""
+    stored = event.stored
+    return stored is not None and event.action != "create" and "tokenKey" in stored
 
 
 def _open_visibility() -> Visibility:

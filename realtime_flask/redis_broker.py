@@ -57,6 +57,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import runtime
+from .broker import BatchHandler
+from .broker import EventHandler
+from .broker import one_by_one
 from .errors import BrokerUnavailable
 from .events import Event
 from .events import InvalidEvent
@@ -68,7 +71,6 @@ __all__ = ["HISTORY_LOST", "OUTBOX_OVERFLOW", "WIRE_VERSION", "RedisBroker", "Re
 
 logger = logging.getLogger(__name__)
 
-EventHandler = t.Callable[[Event], object]
 #: Called with the reason (``"outbox_overflow"`` or ``"history_lost"``) when
 #: events may have been lost: local state derived from the stream must resync.
 ResetHandler = t.Callable[[str], object]
@@ -313,7 +315,7 @@ class RedisBroker:
         self._queued_resets = 0
         self._seq = itertools.count(1)
         self._dropped = 0
-        self._handlers: list[EventHandler] = []
+        self._handlers: list[BatchHandler] = []
         self._reset_handlers: list[ResetHandler] = []
         self._started = False
         self._running = False
@@ -394,6 +396,11 @@ class RedisBroker:
 
     def subscribe(self, handler: EventHandler) -> None:
         """Call ``handler(event)`` for every event read from the log from now on, in log order."""
+        self.subscribe_many(one_by_one(handler))
+
+    def subscribe_many(self, handler: BatchHandler) -> None:
+        """Call ``handler(events)`` with each run of events read from the log at once
+        (up to one XREAD page, cut at resets), in log order."""
         with self._lock:
             self._handlers.append(handler)
 
@@ -722,13 +729,15 @@ class RedisBroker:
             )
             self._reset(HISTORY_LOST)
             self._offset = info.entries_added - info.length
+        batch: list[Event] = []
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 if self._stop.is_set():
                     return
                 self._last_id = entry_id
                 self._offset += 1
-                self._handle(entry_id, fields)
+                self._handle(entry_id, fields, batch)
+        self._deliver(batch)
 
     def _ensure_epoch(self) -> str | None:
         pipe = self._sub.pipeline(transaction=False)
@@ -737,23 +746,32 @@ class RedisBroker:
         _, epoch = pipe.execute()
         return epoch if isinstance(epoch, str) else None
 
-    def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
+    def _handle(self, entry_id: str, fields: dict[str, str], batch: list[Event]) -> None:
+        """Add the entry's event to ``batch``; a reset entry delivers the batch first."""
         if not self._understands(entry_id, fields) or self._dedupe.is_duplicate(fields):
             return
         reason = fields.get("reset")
         if reason is not None:
+            self._deliver(batch)
+            batch.clear()
             self._reset(reason)
             return
         event = self._event_of(entry_id, fields)
-        if event is None:
+        if event is not None:
+            batch.append(event)
+
+    def _deliver(self, events: list[Event]) -> None:
+        if not events:
             return
         with self._lock:
             handlers = tuple(self._handlers)
         for handler in handlers:
             try:
-                handler(event)
+                handler(events)
             except Exception:  # one failing handler must not starve the others
-                logger.exception("realtime event handler failed for event %s", entry_id)
+                logger.exception(
+                    "realtime event handler failed for events %s..%s", events[0].id, events[-1].id
+                )
 
     def _understands(self, entry_id: str, fields: t.Mapping[str, str]) -> bool:
         version = fields.get("v")

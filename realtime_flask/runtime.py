@@ -119,6 +119,10 @@ class ClientQueue(t.Protocol):
         seconds.  None when nothing arrived in time; raises QueueClosed once
         the client is closed (frames still queued are dropped then)."""
 
+    def put_many(self, frames: list[bytes]) -> bool:
+        """Queue all of ``frames`` with one wake-up, or none of them: False when
+        they do not fit in ``maxsize`` or the queue is closed."""
+
     def put_front(self, frames: list[bytes]) -> None:
         """Put ``frames`` before everything queued (a replay); may exceed ``maxsize``."""
 
@@ -158,6 +162,14 @@ class _ThreadClientQueue:
             if self._closed or len(self._frames) >= self.maxsize:
                 return False
             self._frames.append(frame)
+            self._cond.notify()
+            return True
+
+    def put_many(self, frames: list[bytes]) -> bool:
+        with self._cond:
+            if self._closed or len(self._frames) + len(frames) > self.maxsize:
+                return False
+            self._frames.extend(frames)
             self._cond.notify()
             return True
 
@@ -254,6 +266,16 @@ class _GeventClientQueue:
         if self._closed or len(frames) >= self.maxsize:
             return False
         frames.append(frame)
+        if self._waiter is not None and not self._scheduled:
+            self._scheduled = True
+            self._hub.loop.run_callback(self._wake)
+        return True
+
+    def put_many(self, frames: list[bytes]) -> bool:
+        queued = self._frames
+        if self._closed or len(queued) + len(frames) > self.maxsize:
+            return False
+        queued.extend(frames)
         if self._waiter is not None and not self._scheduled:
             self._scheduled = True
             self._hub.loop.run_callback(self._wake)

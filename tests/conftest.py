@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import typing as t
 from collections.abc import Iterator
 
@@ -56,3 +57,13 @@ def app() -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Keep gevent out of this process: importing it changes what the library
+    decides (see tests/test_isolated.py); such modules live in tests/isolated/."""
+    isolated = any("isolated" in item.path.parts for item in session.items)
+    if "gevent" in sys.modules and not isolated:
+        raise pytest.UsageError(
+            "a collected test module imported gevent: move it to tests/isolated/cases_*.py"
+        )

@@ -395,7 +395,8 @@ def test_large_fan_out_pauses_between_slices(fake_clock: FakeClock) -> None:
     for c in clients:
         manager.set_subscriptions(c.id, subs("posts/*"))
     assert manager.dispatch(post_event()).frames == 35
-    assert len(pauses) == 3
+    # 35 subscriptions checked, then 35 queue puts: a pause every 10 steps
+    assert len(pauses) == 7
 
 
 def test_a_fan_out_pauses_only_once_its_time_slice_is_used(fake_clock: FakeClock) -> None:
@@ -418,5 +419,44 @@ def test_a_fan_out_pauses_only_once_its_time_slice_is_used(fake_clock: FakeClock
 
     manager._timer = slow_timer
     assert manager.dispatch(post_event("r2")).frames == 1000
-    # The clock is read every 64 clients: about one pause per five reads.
-    assert 2 <= len(pauses) <= 1000 // 64
+    # The clock is read every 64 steps (2,000: checks, then puts): about one
+    # pause per five reads.
+    assert 2 <= len(pauses) <= 2000 // 64
+
+
+def test_dispatch_many_queues_each_client_one_chunk_in_event_order(
+    fake_clock: FakeClock,
+) -> None:
+    manager = RealtimeManager(clock=fake_clock, queue_size=8)
+    both = manager.register_client()
+    manager.set_subscriptions(both.id, subs("posts/*", "tags/*"))
+    only_tags = manager.register_client()
+    manager.set_subscriptions(only_tags.id, subs("tags/*"))
+    events = [
+        Event("posts", "create", {"id": "p1"}, id="1"),
+        Event("tags", "create", {"id": "t1"}, id="2"),
+        Event("posts", "update", {"id": "p1"}, id="3"),
+    ]
+    result = manager.dispatch_many([(e, None) for e in events])
+    assert (result.frames, result.clients, result.dropped) == (4, 2, 0)
+    assert both.controller.qsize() == 3 and only_tags.controller.qsize() == 1
+    parsed = list(sse.SSEParser().feed(drain(manager, both.id)))
+    assert [(m.id, m.event) for m in parsed] == [
+        (f"{both.id}.1", "posts/*"),
+        (f"{both.id}.2", "tags/*"),
+        (f"{both.id}.3", "posts/*"),
+    ]
+    assert [json.loads(m.data)["action"] for m in parsed] == ["create", "create", "update"]
+
+
+def test_dispatch_many_drops_a_client_whose_queue_cannot_take_the_batch(
+    fake_clock: FakeClock,
+) -> None:
+    manager = RealtimeManager(clock=fake_clock, queue_size=2)
+    client = manager.register_client()
+    manager.set_subscriptions(client.id, subs("posts/*"))
+    events = [(Event("posts", "create", {"id": f"p{i}"}, id=str(i)), None) for i in range(3)]
+    assert manager.dispatch_many(events).dropped == 1
+    assert manager.get_client(client.id) is None
+    assert client.close_reason == "slow consumer: queue full"
+    assert manager.dropped_slow == 1

@@ -1,8 +1,9 @@
 """The concurrency seam: both ClientQueue flavours, and the peer-EOF watch.
 
-The gevent flavour runs here without monkey-patching (it only needs gevent's
-hub), driven by greenlets; the thread flavour by real threads.  The peer-EOF
-watch needs a patched process and runs in a fresh interpreter.
+The queue cases live in ``isolated/cases_client_queue.py`` and run in a fresh
+interpreter (``test_isolated.py``), because importing gevent changes what the
+library decides for the rest of a process.  The peer-EOF watch needs a patched process and runs in a
+fresh interpreter too.
 """
 
 from __future__ import annotations
@@ -10,148 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import typing as t
 from pathlib import Path
 
-import gevent
-import gevent.event
-import pytest
-
 from realtime_flask import runtime
-from realtime_flask.runtime import ClientQueue
-from realtime_flask.runtime import QueueClosed
 
-Flavour = t.Callable[[int], ClientQueue]
-FLAVOURS: dict[str, Flavour] = {
-    "threads": runtime._ThreadClientQueue,
-    "gevent": runtime._GeventClientQueue,
-}
-
-
-@pytest.fixture(params=sorted(FLAVOURS))
-def flavour(request: pytest.FixtureRequest) -> str:
-    return t.cast(str, request.param)
-
-
-def in_background(flavour: str, target: t.Callable[[], None]) -> t.Callable[[], None]:
-    """Start ``target`` as a thread or a greenlet; returns ``join``."""
-    if flavour == "gevent":
-        greenlet = gevent.spawn(target)
-        return lambda: greenlet.join(timeout=10)
-    thread = threading.Thread(target=target)
-    thread.start()
-    return lambda: thread.join(timeout=10)
-
-
-def let_run(flavour: str) -> None:
-    """Give a just-started greenlet its turn (threads run by themselves)."""
-    if flavour == "gevent":
-        gevent.sleep(0)
-
-
-class TestClientQueue:
-    def test_get_joins_pending_frames_in_order(self, flavour: str) -> None:
-        q = FLAVOURS[flavour](4)
-        assert q.put_nowait(b"a") and q.put_nowait(b"b")
-        q.put_front([b"0", b"1"])
-        assert q.qsize() == 4
-        assert q.get(timeout=0) == b"01ab"
-        assert q.get(timeout=0) is None
-
-    def test_full_and_closed(self, flavour: str) -> None:
-        q = FLAVOURS[flavour](1)
-        assert q.put_nowait(b"a")
-        assert not q.put_nowait(b"b")
-        q.close()
-        q.close()  # idempotent
-        assert q.closed
-        assert not q.put_nowait(b"c")
-        q.put_front([b"x"])  # ignored once closed
-        with pytest.raises(QueueClosed):
-            q.get(timeout=0)
-
-    def test_keepalive_timeout_returns_none(self, flavour: str) -> None:
-        q = FLAVOURS[flavour](4)
-        assert q.get(timeout=0.01) is None
-        assert q.get(timeout=0.01) is None  # the timer is re-armed per wait
-        assert q.get(timeout=0.02) is None  # and replaced when the timeout changes
-
-    def test_put_wakes_a_waiting_reader_with_everything_queued(self, flavour: str) -> None:
-        q = FLAVOURS[flavour](8)
-        got: list[bytes | None] = []
-        waiting = threading.Event()
-
-        def reader() -> None:
-            waiting.set()
-            got.append(q.get(timeout=30))
-
-        join = in_background(flavour, reader)
-        let_run(flavour)
-        assert waiting.wait(5)
-        assert q.put_nowait(b"x")
-        join()
-        assert got and got[0] is not None and got[0].startswith(b"x")
-
-    def test_close_wakes_a_blocked_reader(self, flavour: str) -> None:
-        q = FLAVOURS[flavour](1)
-        outcome: list[str] = []
-        started = threading.Event()
-
-        def reader() -> None:
-            started.set()
-            try:
-                q.get(timeout=30)
-            except QueueClosed:
-                outcome.append("closed")
-
-        join = in_background(flavour, reader)
-        let_run(flavour)
-        assert started.wait(5)
-        q.close()
-        join()
-        assert outcome == ["closed"]
-
-
-def test_the_keepalive_wait_is_full_length_after_an_expiry() -> None:
-    """A re-armed timer waits its whole delay again: after one keep-alive expiry
-    the next wait must still be woken by the frame, not expire at once."""
-    q = runtime._GeventClientQueue(8)
-    assert q.get(timeout=0.01) is None  # one expiry
-
-    def later() -> None:
-        gevent.sleep(0.05)
-        q.put_nowait(b"x")
-
-    putter = gevent.spawn(later)
-    assert q.get(timeout=30) == b"x"
-    putter.join(timeout=10)
-
-
-def test_a_late_wakeup_never_resumes_the_reader_inside_another_wait() -> None:
-    """The keep-alive timer and a put can land in one loop turn: the reader is
-    resumed by the first, and the second must find nobody waiting, even though
-    the reader is parked in some other wait by then (a socket write, say)."""
-    q = runtime._GeventClientQueue(8)
-    elsewhere = gevent.event.Event()
-    seen: list[object] = []
-
-    def reader() -> None:
-        seen.append(q.get(timeout=30))
-        seen.append(elsewhere.wait(timeout=30))
-
-    greenlet = gevent.spawn(reader)
-    gevent.sleep(0)  # the reader parks in get()
-    hub = gevent.get_hub()
-    hub.loop.run_callback(q._expire)  # as if the keep-alive timer fired first
-    assert q.put_nowait(b"frame")  # its wake-up is queued behind the expiry
-    gevent.sleep(0)  # both callbacks run; the reader is now in elsewhere.wait()
-    gevent.sleep(0)
-    assert seen == [b"frame"]
-    elsewhere.set()
-    greenlet.join(timeout=10)
-    assert seen == [b"frame", True]
-    assert greenlet.successful()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_new_client_queue_is_the_thread_flavour_without_patching() -> None:
@@ -205,7 +69,7 @@ def test_peer_eof_watch_fires_on_close_only() -> None:
         text=True,
         timeout=60,
         check=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {
