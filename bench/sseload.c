@@ -27,7 +27,7 @@
  * Commands on stdin, one per line (answers on stdout):
  *   mark LO   measured window starts: seqs >= LO are measured; CPU is snapshot. -> `OK mark`
  *   skip K    seq K was never created (a failed create): not expected.        -> nothing
- *   status    -> `STATUS {"deliveries":..,"measured":..,"disconnects":..}`
+ *   status    -> `STATUS {"deliveries":..,"unique":..,"measured":..,"disconnects":..}`
  *   report HI the measured seqs are LO..HI: print `RESULT {json}` and keep going.
  *   stop HI   the same, then exit.
  * End of stdin, SIGTERM, SIGINT or --duration after READY: the same as `stop` with the
@@ -139,6 +139,7 @@ static uint64_t g_disconnects, g_resets, g_frames, g_wakeups, g_reads;
 static int g_batch_us = 200;
 static uint32_t g_seq_hi_seen, g_measure_lo = 1;
 static uint64_t g_first_measured_ns, g_last_measured_ns;
+static uint64_t g_unique, g_mark_unique, g_mark_ns, g_last_unique_ns;
 static struct rusage g_ru_mark;
 static int g_marked;
 static double g_setup_s;
@@ -322,6 +323,8 @@ static void on_event_frame(int i, const char *f, size_t n, uint64_t now) {
         return;
     }
     bm[seq >> 3] |= bit;
+    g_unique++;
+    g_last_unique_ns = now;
     if (seq > g_seq_hi_seen) g_seq_hi_seen = (uint32_t)seq;
     uint64_t us = now > ts ? (now - ts) / 1000 : 0;
     if (us > UINT32_MAX) us = UINT32_MAX;
@@ -802,6 +805,10 @@ static void finish(uint32_t hi) {
     double wu = g_marked ? cu - tv_s(g_ru_mark.ru_utime) : cu;
     double ws = g_marked ? cs - tv_s(g_ru_mark.ru_stime) : cs;
     printf(",\"wakeups\":%llu,\"reads\":%llu", (unsigned long long)g_wakeups, (unsigned long long)g_reads);
+    /* every first-time delivery since `mark` (also of seqs before the window: a backlog) */
+    uint64_t span = g_marked && g_last_unique_ns > g_mark_ns ? g_last_unique_ns - g_mark_ns : 0;
+    printf(",\"window_deliveries\":%llu,\"window_span_s\":%.6f",
+           (unsigned long long)(g_unique - g_mark_unique), (double)span / 1e9);
     printf(",\"disconnects\":%llu,\"resets\":%llu,\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,"
            "\"cpu_window_s\":%.3f,\"maxrss_kib\":%ld}\n",
            (unsigned long long)g_disconnects, (unsigned long long)g_resets, cu, cs, wu + ws, ru.ru_maxrss);
@@ -824,15 +831,18 @@ static void on_command(const char *line) {
         getrusage(RUSAGE_SELF, &g_ru_mark);
         g_marked = 1;
         g_measured = 0;
+        g_mark_unique = g_unique;
+        g_mark_ns = now_ns();
         g_first_measured_ns = g_last_measured_ns = 0;
         printf("OK mark\n");
         fflush(stdout);
     } else if (sscanf(line, "skip %lu", &v) == 1) {
         if (v >= 1 && v <= g_max_seq) g_skipped[v >> 3] |= (uint8_t)(1u << (v & 7));
     } else if (strncmp(line, "status", 6) == 0) {
-        printf("STATUS {\"deliveries\":%llu,\"measured\":%llu,\"disconnects\":%llu,\"duplicates\":%llu,"
+        printf("STATUS {\"deliveries\":%llu,\"unique\":%llu,\"measured\":%llu,\"disconnects\":%llu,\"duplicates\":%llu,"
                "\"subscribed\":%d,\"last_recv_ns\":%llu}\n",
-               (unsigned long long)g_deliveries, (unsigned long long)g_measured,
+               (unsigned long long)g_deliveries, (unsigned long long)g_unique,
+               (unsigned long long)g_measured,
                (unsigned long long)g_disconnects, (unsigned long long)g_duplicates, g_subscribed,
                (unsigned long long)g_last_measured_ns);
         fflush(stdout);

@@ -4,13 +4,15 @@ Record ``seq`` (1, 2, ...) has the title ``seq:<k>:ts:<time.monotonic_ns()>``, s
 just before its request is sent (``time.monotonic_ns`` is CLOCK_MONOTONIC, the clock the
 load generator stamps arrivals with).  A scheduler hands seq k to a pool of worker threads
 at ``start + (k - first) / rate``; each worker owns one kept-alive connection, so a slow
-create delays only its own worker.  Create latency (send to full response) is recorded.
+create delays only its own worker (independent users write concurrently, too).  Create
+latency (send to full response) is recorded.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import math
 import queue
 import threading
 import time
@@ -23,6 +25,7 @@ __all__ = ["WriteResult", "write_at_rate"]
 
 HOST: t.Final[str] = "127.0.0.1"
 REQUEST_TIMEOUT: t.Final[float] = 30.0
+MAX_WORKERS: t.Final[int] = 128
 
 
 @dataclass
@@ -49,13 +52,16 @@ def write_at_rate(
     rate: float,
     *,
     extra: Callable[[int], dict[str, object]] | None = None,
-    workers: int = 8,
+    workers: int = 0,
     give_up: float = 60.0,
 ) -> WriteResult:
     """Create ``count`` records (seqs ``first_seq..``) at ``rate`` per second.
 
     Returns when every create answered or ``give_up`` seconds after the last was due.
+    ``workers`` (connections; default: twice the rate, 8..128) bounds the creates in
+    flight: the rate holds while a create takes less than ``workers / rate`` seconds.
     """
+    workers = workers or min(MAX_WORKERS, max(8, math.ceil(2 * rate)))
     result = WriteResult(first_seq, first_seq + count - 1)
     jobs: queue.Queue[int | None] = queue.Queue()
     lock = threading.Lock()
