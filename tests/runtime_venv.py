@@ -7,16 +7,21 @@ gunicorn's gevent worker, say) would make every test pass while a user's
 benchmarks start servers from this venv.
 
 ``runtime_venv()`` builds it once per content of the files that decide what is
-installed (``setup.cfg``, ``requirements.txt``, the package's sources) under
-``$RF_RUNTIME_VENV_DIR`` (default: ``<repo>/.venv-runtime``) and returns its
-``python``.  Raises ``RuntimeVenvError`` (with pip's output) when pip fails,
+installed (``setup.cfg``, ``requirements.txt``, the package's sources), in a
+folder named after that content under ``$RF_RUNTIME_VENV_DIR`` (default:
+``<repo>/.venv-runtime``), and returns its ``python``.  A venv is never
+rebuilt in place, so a server still running from an older one keeps working;
+concurrent callers wait for one build (a file lock); all but the newest few
+are removed.  Raises ``RuntimeVenvError`` (with pip's output) when pip fails,
 e.g. on a machine that cannot reach the package index.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import typing as t
@@ -27,6 +32,8 @@ __all__ = ["RuntimeVenvError", "runtime_venv"]
 REPO_ROOT: t.Final[Path] = Path(__file__).resolve().parent.parent
 #: Seconds allowed for creating the venv and installing into it.
 INSTALL_TIMEOUT: t.Final[float] = 600.0
+#: Venvs of older source states kept beside the current one.
+KEEP_OLD: t.Final[int] = 2
 
 
 class RuntimeVenvError(RuntimeError):
@@ -47,13 +54,34 @@ def _fingerprint() -> str:
 def runtime_venv(root: Path | None = None) -> Path:
     """The ``python`` of a venv holding ``pip install <repo>`` and nothing else."""
     base = root or Path(os.environ.get("RF_RUNTIME_VENV_DIR") or REPO_ROOT / ".venv-runtime")
-    stamp = base / "installed-from"
-    python = base / "bin" / "python"
+    base.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint()
-    if python.exists() and stamp.exists() and stamp.read_text() == fingerprint:
-        return python
+    folder = base / fingerprint
+    python = folder / "bin" / "python"
+    stamp = folder / "installed-from"
+    # One lock for every base: pip builds in the source tree (build/).
+    with (REPO_ROOT / ".venv-runtime.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (python.exists() and stamp.exists()):
+            _build(folder, python)
+            stamp.write_text(fingerprint)
+        _prune(base, keep=folder)
+    return python
+
+
+def _prune(base: Path, keep: Path) -> None:
+    old = sorted(
+        (p for p in base.iterdir() if p.is_dir() and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for path in old[KEEP_OLD:]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _build(folder: Path, python: Path) -> None:
     steps = [
-        [sys.executable, "-m", "venv", "--clear", str(base)],
+        [sys.executable, "-m", "venv", "--clear", str(folder)],
         # A regular (not editable) install: what `pip install .` gives a user.
         [
             str(python),
@@ -76,5 +104,3 @@ def runtime_venv(root: Path | None = None) -> Path:
             raise RuntimeVenvError(
                 f"{' '.join(step)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
             )
-    stamp.write_text(fingerprint)
-    return python
