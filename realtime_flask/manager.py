@@ -437,27 +437,51 @@ class RealtimeManager:
         with self._lock:
             audiences = [self._audience_locked(event) for event, _view in items]
         slicer = _Slicer(self)
-        queued: dict[RealtimeClient, list[bytes]] = {}
+        # client -> its frame (bytes) or, from a second frame on, its frames (list):
+        # the common case allocates no container per client, which keeps the
+        # cyclic GC (and its pauses) out of large fan-outs.
+        queued: dict[RealtimeClient, bytes | list[bytes]] = {}
         for (event, view), candidates in zip(items, audiences, strict=True):
             if not candidates:
                 continue
-            bodies_for = _EventBodies(event, view).bodies_for
+            bodies = _EventBodies(event, view)
+            body_for = bodies.body_for
             position = position_suffix(event.id)  # encoded once, shared by every client
             for client, user, subs in candidates:
                 slicer.step(len(subs))
-                bodies = bodies_for(client.id, user, subs)
-                if not bodies:
+                if len(subs) == 1:
+                    body = body_for(client.id, user, subs[0])
+                    if body is None:
+                        continue
+                    frame = client.id_prefix + position + body
+                    held = queued.get(client)
+                    if held is None:
+                        queued[client] = frame
+                    elif type(held) is bytes:
+                        queued[client] = [held, frame]
+                    else:
+                        t.cast(list[bytes], held).append(frame)
                     continue
-                frames = queued.get(client)
-                if frames is None:
-                    queued[client] = client.frames(position, bodies)
+                frames = client.frames(position, bodies.bodies_for(client.id, user, subs))
+                if not frames:
+                    continue
+                held = queued.get(client)
+                if held is None:
+                    queued[client] = frames
+                elif type(held) is bytes:
+                    queued[client] = [held, *frames]
                 else:
-                    frames.extend(client.frames(position, bodies))
+                    t.cast(list[bytes], held).extend(frames)
         sent = reached = dropped = 0
-        for client, frames in queued.items():
+        for client, held in queued.items():
             slicer.step(1)
-            if client.controller.put_many(frames):
-                sent += len(frames)
+            if type(held) is bytes:
+                ok, count = client.controller.put_nowait(held), 1
+            else:
+                many = t.cast(list[bytes], held)
+                ok, count = client.controller.put_many(many), len(many)
+            if ok:
+                sent += count
                 reached += 1
             elif self._drop_slow(client):
                 dropped += 1
@@ -615,26 +639,30 @@ class _EventBodies:
         self._record_id = event.record_id
         self._view = view
         self._shared = sse.format_data(event.payload()) if view is None else None
-        self._cache: dict[tuple[int, str], bytes | None] = {}
+        self._cache: dict[str | tuple[int, str], bytes | None] = {}
 
     def bodies_for(
         self, client_id: str, user: AuthUser | None, subs: tuple[Subscription, ...]
     ) -> list[bytes]:
         """The bodies ``user``'s ``subs`` get, in subscription order."""
         out: list[bytes] = []
-        record_id = self._record_id
-        cache = self._cache
         for sub in subs:
-            if sub.record_id is not None and sub.record_id != record_id:
-                continue
-            key = (id(user), sub.raw)
-            if key in cache:
-                body = cache[key]
-            else:
-                body = cache[key] = self._body(client_id, user, sub)
+            body = self.body_for(client_id, user, sub)
             if body is not None:
                 out.append(body)
         return out
+
+    def body_for(self, client_id: str, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        """The body ``user`` gets for ``sub``, or None (no match, or not visible)."""
+        if sub.record_id is not None and sub.record_id != self._record_id:
+            return None
+        # Guests share the topic string as key: no tuple per subscriber.
+        key: str | tuple[int, str] = sub.raw if user is None else (id(user), sub.raw)
+        cache = self._cache
+        if key in cache:
+            return cache[key]
+        body = cache[key] = self._body(client_id, user, sub)
+        return body
 
     def _body(self, client_id: str, user: AuthUser | None, sub: Subscription) -> bytes | None:
         try:

@@ -23,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
@@ -36,6 +37,7 @@ __all__ = [
     "QueueClosed",
     "RuntimeUnavailable",
     "cooperative_sleep",
+    "freeze_startup_objects",
     "gevent_active",
     "new_client_queue",
     "require_patched_sockets",
@@ -96,6 +98,20 @@ def run_blocking(fn: t.Callable[[], t.Any]) -> t.Any:
     import gevent
 
     return gevent.get_hub().threadpool.apply(fn)
+
+
+def freeze_startup_objects() -> None:
+    """Leave everything built so far out of the cyclic GC's passes (``gc.freeze``).
+
+    For entry points, once the app is built.  Modules, the app, its schema and
+    compiled rules live as long as the process; without this every full
+    collection walks them all, a stall of tens of milliseconds for every
+    stream of the process.  Frozen objects are still freed by reference
+    counting; only cycles among them would stay (start-up objects form none
+    that die).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 # -- the client's controller ---------------------------------------------------------
