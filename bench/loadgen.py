@@ -26,8 +26,8 @@ __all__ = ["BUILD_DIR", "Loadgen", "LoadgenError", "build", "find_cc"]
 BENCH_DIR: t.Final[Path] = Path(__file__).resolve().parent
 SOURCE: t.Final[Path] = BENCH_DIR / "sseload.c"
 BUILD_DIR: t.Final[Path] = BENCH_DIR / ".build"
-#: Lines of the generator's stdout kept for error messages.
-MAX_LINES: t.Final[int] = 10_000
+#: Most lines read from the generator's stdout (a run prints a few per second).
+MAX_LINES: t.Final[int] = 1_000_000
 
 Json = dict[str, t.Any]
 

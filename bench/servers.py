@@ -208,14 +208,19 @@ def pocketbase_version(binary: str) -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM the process this module started, then SIGKILL after a bounded wait."""
+    """SIGTERM the process this module started; after a bounded wait, SIGKILL it and the
+    children it started (gunicorn's workers), each by PID."""
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
+        children = tree_pids(proc.pid)[1:]
         proc.kill()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=5)
 
 
