@@ -18,11 +18,13 @@
  * Then every event frame whose data carries `seq:<k>:ts:<CLOCK_MONOTONIC ns>` is stamped
  * with CLOCK_MONOTONIC right after the read that completed it; its latency is kept
  * (uint32 microseconds, one per delivery), and a per-client bitmap of seen seqs (1..M)
- * counts duplicates, and missed events at the end.  After a wake-up that found fewer than
- * a full batch of ready sockets it sleeps --batch-us before the next epoll_wait, so one
- * wake-up serves many streams (about half the CPU per delivery at 1,000 streams); a frame
- * can therefore be stamped up to that long after it arrived (0 = stamp at once).  With --owner-mod U, client i
- * expects only seqs k with k % U == i % U (others are counted as `unexpected`).
+ * counts duplicates, and missed events at the end.  With --owner-mod U, client i expects
+ * only seqs k with k % U == i % U (others are counted as `unexpected`).
+ *
+ * After a wake-up that found fewer than a full batch of ready sockets it sleeps --batch-us
+ * before the next epoll_wait, so one wake-up serves many streams (about half the CPU per
+ * delivery at 1,000 streams); a frame can therefore be stamped up to that long after it
+ * arrived (0 = stamp at once).
  *
  * Commands on stdin, one per line (answers on stdout):
  *   mark LO   measured window starts: seqs >= LO are measured; CPU is snapshot. -> `OK mark`
