@@ -11,13 +11,15 @@
   ``redis-server`` through ``REALTIME_REDIS_URL``.
 
 realtime_flask runs from a runtime-only venv (``tests.runtime_venv``: ``pip install .``
-without extras; ``pip install '.[redis]'`` for the Redis variant), from the repository
-root, with ``REALTIME_SCHEMA=bench/schema.json`` and a temporary ``REALTIME_DATA_DIR``.
+without extras; plus the ``redis`` extra's requirements for the Redis variant), from the
+repository root, with ``REALTIME_SCHEMA=bench/schema.json`` and a temporary
+``REALTIME_DATA_DIR``.
 Every process is stopped by the PID this module started; temp dirs are removed.
 """
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import http.client
 import importlib.metadata
@@ -412,8 +414,18 @@ def _redis(server: Server) -> str:
     raise ServerError("redis-server did not answer PING")
 
 
+def _redis_requirements() -> list[str]:
+    """The ``redis`` extra's requirements, as setup.cfg declares them."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO_ROOT / "setup.cfg")
+    return [r.strip() for r in cfg["options.extras_require"]["redis"].splitlines() if r.strip()]
+
+
 def _redis_venv() -> Path:
-    """The runtime-only venv plus the ``redis`` extra (``pip install '.[redis]'``)."""
+    """A runtime-only venv plus the ``redis`` extra: what ``pip install '.[redis]'`` gives.
+
+    The extra's requirements are installed by name, so nothing is built in the source
+    tree outside ``runtime_venv``'s lock."""
     python = runtime_venv(
         Path(os.environ.get("RF_BENCH_REDIS_VENV") or BENCH_DIR / ".build" / "venv-redis")
     )
@@ -427,14 +439,16 @@ def _redis_venv() -> Path:
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                f"{REPO_ROOT}[redis]",
+                *_redis_requirements(),
             ],
             capture_output=True,
             text=True,
             timeout=600,
         )
         if done.returncode != 0:
-            raise ServerError(f"pip install '.[redis]' failed:\n{done.stdout}\n{done.stderr}")
+            raise ServerError(
+                f"pip install of the redis extra failed:\n{done.stdout}\n{done.stderr}"
+            )
     return python
 
 
