@@ -439,3 +439,13 @@ class TestWriteLock:
         other.close()
         assert store.list_records("public_posts", GUEST).total_items == 0
         store.close()
+
+
+def test_record_ids_have_pocketbase_shape_and_do_not_repeat() -> None:
+    from realtime_flask.store import ID_ALPHABET
+    from realtime_flask.store import new_record_id
+
+    ids = [new_record_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 15 and set(i) <= set(ID_ALPHABET) for i in ids)
+    assert set("".join(ids)) == set(ID_ALPHABET)  # every symbol can occur
