@@ -18,6 +18,7 @@ for a request with an ``Origin``, CORS (``REALTIME_CORS_ORIGIN``; preflight 204)
 
 from __future__ import annotations
 
+import functools
 import re
 import typing as t
 
@@ -97,6 +98,7 @@ def get_store() -> RecordStore:
     return t.cast(RecordStore, current_app.extensions[STORE_KEY])
 
 
+@functools.lru_cache(maxsize=1024)
 def snake_header(name: str) -> str:
     """``X-Flag`` -> ``x_flag``: how ``@request.headers.*`` names headers."""
     return _SNAKE.sub("_", name.lower()).strip("_")
@@ -107,6 +109,14 @@ def resolve_auth(
 ) -> tuple[Collection, dict[str, t.Any]] | None:
     """The auth (collection, stored record) of an ``Authorization`` header, or None."""
     return store.auth_from_token(token_from_header(header))
+
+
+def query_args() -> dict[str, str]:
+    """The query string's first values as a plain dict, read once per request
+    (a missing key in werkzeug's MultiDict costs an exception per lookup)."""
+    if "realtime_args" not in g:
+        g.realtime_args = request.args.to_dict()
+    return t.cast(dict[str, str], g.realtime_args)
 
 
 def request_context(body: t.Mapping[str, object] | None = None) -> RequestContext:
@@ -120,7 +130,7 @@ def request_context(body: t.Mapping[str, object] | None = None) -> RequestContex
         superuser=found is not None and found[0].name == SUPERUSERS,
         body=body or {},
         headers={snake_header(k): v for k, v in request.headers.items()},
-        query={k: v for k, v in request.args.items()},
+        query=dict(query_args()),
         method=request.method,
     )
 
@@ -154,7 +164,7 @@ def _read_body() -> dict[str, object]:
 
 
 def _int_param(name: str, default: int) -> int:
-    raw = request.args.get(name)
+    raw = query_args().get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -176,8 +186,8 @@ def present(
         coll,
         record,
         ctx,
-        fields=request.args.get("fields", "") if pick else "",
-        expand=request.args.get("expand", ""),
+        fields=query_args().get("fields", "") if pick else "",
+        expand=query_args().get("expand", ""),
     )
 
 
@@ -190,14 +200,15 @@ def list_records(collection: str) -> Response:
     store = get_store()
     coll = _collection(store, collection)
     ctx = request_context()
-    skip = request.args.get("skipTotal", "").lower() in ("1", "true", "t")
+    args = query_args()
+    skip = args.get("skipTotal", "").lower() in ("1", "true", "t")
     result = store.list_records(
         coll.name,
         ctx,
         page=_int_param("page", 1),
         per_page=_int_param("perPage", 30),
-        sort=request.args.get("sort", ""),
-        filter=request.args.get("filter", ""),  # "" = none; only spaces is a syntax error
+        sort=args.get("sort", ""),
+        filter=args.get("filter", ""),  # "" = none; only spaces is a syntax error
         skip_total=skip,
     )
     return jsonify(
@@ -250,14 +261,12 @@ def delete_record(collection: str, record_id: str) -> Response:
 
 
 def _auth_response(store: RecordStore, coll: Collection, record: dict[str, t.Any]) -> Response:
-    ctx = RequestContext(
-        auth=record, superuser=coll.name == SUPERUSERS, query=dict(request.args.items())
-    )
+    ctx = RequestContext(auth=record, superuser=coll.name == SUPERUSERS, query=dict(query_args()))
     body = {
         "record": present(store, coll, record, ctx, pick=False),
         "token": store.token_for(coll, record),
     }
-    fields = request.args.get("fields", "")
+    fields = query_args().get("fields", "")
     return jsonify(pick_fields(body, fields) if fields else body)
 
 
