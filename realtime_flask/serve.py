@@ -31,6 +31,9 @@ __all__ = ["serve", "set_nodelay"]
 
 logger = logging.getLogger(__name__)
 
+#: Pending connections the listening socket queues (gunicorn's default).
+LISTEN_BACKLOG: t.Final[int] = 2048
+
 _TCP_FAMILIES: t.Final = (socket.AF_INET, socket.AF_INET6)
 
 
@@ -90,7 +93,9 @@ def serve(app: Flask, host: str, port: int, *, stop_timeout: float = 5.0) -> Non
     """Serve ``app`` until SIGINT/SIGTERM, then close every stream and stop."""
     import gevent
 
-    server = WSGIServer((host, port), app, handler_class=_Handler, log=None)
+    # gunicorn's listen backlog: gevent's default (128) drops connects when
+    # hundreds of clients reconnect at once, and each waits out a 1 s SYN retry.
+    server = WSGIServer((host, port), app, handler_class=_Handler, log=None, backlog=LISTEN_BACKLOG)
 
     def shutdown() -> None:
         closed = get_state(app).shutdown()
