@@ -11,10 +11,10 @@ if not monkey.is_module_patched("socket"):  # gunicorn's gevent worker patched a
 import logging
 
 from realtime_flask.app import create_app
-from realtime_flask.runtime import freeze_startup_objects
+from realtime_flask.runtime import tune_gc
 
 app = create_app()
-freeze_startup_objects()  # keep start-up objects out of full GC passes
+tune_gc()  # no full GC passes over start-up objects, fewer promotions
 
 if __name__ == "__main__":
     from realtime_flask.extension import get_state

@@ -45,9 +45,9 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         except RealtimeError as exc:  # a bad setting, schema, or a missing extra: one line
             print(f"error: {exc.message}", file=sys.stderr)
             return 1
-        from .runtime import freeze_startup_objects
+        from .runtime import tune_gc
 
-        freeze_startup_objects()  # keep start-up objects out of full GC passes
+        tune_gc()  # no full GC passes over start-up objects, fewer promotions
         settings = get_state(app).settings
         run(app, args.host or settings.host, args.port or settings.port)
         return 0

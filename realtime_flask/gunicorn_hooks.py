@@ -17,6 +17,7 @@ import signal
 import typing as t
 
 from .extension import EXTENSION_KEY
+from .runtime import tune_gc
 
 __all__ = ["post_worker_init", "shutdown_app"]
 
@@ -37,10 +38,12 @@ def shutdown_app(app: object) -> int:
 
 
 def post_worker_init(worker: t.Any) -> None:
-    """gunicorn hook: chain a realtime shutdown onto the worker's SIGTERM handler.
+    """gunicorn hook: chain a realtime shutdown onto the worker's SIGTERM handler,
+    and tune the GC for many streams (``runtime.tune_gc``) now that the app is loaded.
 
     (SIGINT/SIGQUIT end the worker at once anyway.)
     """
+    tune_gc()
     signal.signal(signal.SIGTERM, _chained(worker, worker.handle_exit))
     signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn sets it
 

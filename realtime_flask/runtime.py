@@ -37,7 +37,7 @@ __all__ = [
     "QueueClosed",
     "RuntimeUnavailable",
     "cooperative_sleep",
-    "freeze_startup_objects",
+    "tune_gc",
     "gevent_active",
     "new_client_queue",
     "require_patched_sockets",
@@ -100,18 +100,30 @@ def run_blocking(fn: t.Callable[[], t.Any]) -> t.Any:
     return gevent.get_hub().threadpool.apply(fn)
 
 
-def freeze_startup_objects() -> None:
-    """Leave everything built so far out of the cyclic GC's passes (``gc.freeze``).
+#: Allocations between two young-generation collections (CPython's default: 700).
+GC_YOUNG_THRESHOLD: t.Final[int] = 10_000
 
-    For entry points, once the app is built.  Modules, the app, its schema and
-    compiled rules live as long as the process; without this every full
-    collection walks them all, a stall of tens of milliseconds for every
-    stream of the process.  Frozen objects are still freed by reference
-    counting; only cycles among them would stay (start-up objects form none
-    that die).
+
+def tune_gc() -> None:
+    """Tune the cyclic GC for a process that holds many streams; for entry points,
+    once the app is built.
+
+    * Everything built so far (modules, the app, its schema and compiled rules)
+      is frozen out of the collector's passes (``gc.freeze``): it lives as long
+      as the process, and every full collection walked it.
+    * The young generation is collected every ``GC_YOUNG_THRESHOLD``
+      allocations instead of 700.  A fan-out allocates a few objects per
+      client; collected every 700 they were found alive mid-fan-out, promoted,
+      and soon forced full collections: 13-57 ms pauses of every stream at
+      1,000 subscribers and 20 events/s (``docs/benchmarks.md``).
+
+    Frozen objects are still freed by reference counting; only cycles among
+    them would stay, and start-up objects form none that die.
     """
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 # -- the client's controller ---------------------------------------------------------

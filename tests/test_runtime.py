@@ -77,3 +77,19 @@ def test_peer_eof_watch_fires_on_close_only() -> None:
         "queue": "_GeventClientQueue",
         "fired": {"eof": True, "data": False, "data_unread": True, "stopped": False},
     }
+
+
+def test_tune_gc_freezes_start_up_objects_and_collects_the_young_less_often() -> None:
+    code = (
+        "import gc, json\n"
+        "from realtime_flask.runtime import GC_YOUNG_THRESHOLD, tune_gc\n"
+        "before = gc.get_threshold()\n"
+        "tune_gc()\n"
+        "print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count(), GC_YOUNG_THRESHOLD]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    before, after, frozen, young = json.loads(out.stdout)
+    assert after == [young, before[1], before[2]]
+    assert frozen > 1000  # the modules and everything else built so far
