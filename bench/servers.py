@@ -303,7 +303,10 @@ class Server:
         finally:
             self.proc = None
             self.aux = []
-            shutil.rmtree(self.root, ignore_errors=True)
+            if os.environ.get("RF_BENCH_KEEP"):  # keep the server's folder and log to read
+                print(f"    kept {self.root}", flush=True)
+            else:
+                shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _start_with_retries(

@@ -7,6 +7,7 @@ through ``current_app``.
 
 from __future__ import annotations
 
+import logging
 import typing as t
 from dataclasses import dataclass
 from dataclasses import replace
@@ -32,6 +33,7 @@ from .router import LocalRouter
 from .router import Router
 
 if t.TYPE_CHECKING:
+    from .access import EventView
     from .access import Visibility
 
 #: The SSE event sent when a client may have missed events (Redis outage past
@@ -44,6 +46,8 @@ __all__ = ["AuthResolver", "Realtime", "RealtimeState", "get_state"]
 AuthResolver = t.Callable[[Request], AuthUser | None]
 
 EXTENSION_KEY = "realtime"
+
+logger = logging.getLogger(__name__)
 
 
 def _guest(request: Request) -> AuthUser | None:
@@ -91,10 +95,15 @@ class RealtimeState:
             return DispatchResult(0, 0, 0)
         # Set first: a client resumed during this fan-out replays these events.
         self.last_delivered = run[-1].id
-        visibility = self.visibility
-        return self.manager.dispatch_many(
-            [(e, None if visibility is None else visibility.begin(e)) for e in run]
-        )
+        items: list[tuple[Event, EventView | None]] = []
+        for event in run:
+            try:
+                view = None if self.visibility is None else self.visibility.begin(event)
+            except Exception:  # one event's failure must not cost the others
+                logger.exception("realtime visibility failed for event %s", event.id)
+                continue
+            items.append((event, view))
+        return self.manager.dispatch_many(items)
 
     def deliver(self, event: Event) -> DispatchResult:
         """The broker's handler: auth side effects, then the rule-filtered fan-out."""

@@ -216,6 +216,7 @@ class RealtimeManager:
         self._timer = timer
         self._since_pause = 0
         self._slice_started = 0.0
+        self._slice_steps = 0
         self._last_fanout_end = -1e9
         self._lock = threading.Lock()
         self._clients: dict[str, RealtimeClient] = {}
@@ -437,6 +438,31 @@ class RealtimeManager:
         with self._lock:
             audiences = [self._audience_locked(event) for event, _view in items]
         slicer = _Slicer(self)
+        total = DispatchResult(0, 0, 0)
+        # A run is cut into passes small enough for a queue to take one pass's
+        # frames, with a pause between them so streams drain: a burst bigger
+        # than ``queue_size`` does not drop a client that keeps up.
+        step = self.batch_events
+        for start in range(0, len(items), step):
+            if start:
+                slicer.pause()
+            total += self._fan_out(
+                items[start : start + step], audiences[start : start + step], slicer
+            )
+        slicer.done()
+        return total
+
+    @property
+    def batch_events(self) -> int:
+        """Most events fanned out in one pass (one queue put per client per pass)."""
+        return max(1, self.queue_size // 8)
+
+    def _fan_out(
+        self,
+        items: Sequence[tuple[Event, EventView | None]],
+        audiences: list[list[_IndexEntry]],
+        slicer: _Slicer,
+    ) -> DispatchResult:
         # client -> its frame (bytes) or, from a second frame on, its frames (list):
         # the common case allocates no container per client, which keeps the
         # cyclic GC (and its pauses) out of large fan-outs.
@@ -485,12 +511,16 @@ class RealtimeManager:
                 reached += 1
             elif self._drop_slow(client):
                 dropped += 1
-        slicer.done()
         return DispatchResult(frames=sent, clients=reached, dropped=dropped)
 
     def _audience_locked(self, event: Event) -> list[_IndexEntry]:
-        """Index entries of every client subscribed to ``event``'s collection."""
-        candidates: list[_IndexEntry] = []
+        """Index entries of every client subscribed to ``event``'s collection.
+
+        A client subscribed under both the collection's name and its id gets
+        one entry with its matching topics in subscription order (as a replay
+        builds them), so only the last frame of the event names its position.
+        """
+        found: list[list[_IndexEntry]] = []
         for name in event.names:
             snapshot = self._snapshots.get(name)
             if snapshot is None:
@@ -498,9 +528,20 @@ class RealtimeManager:
                 if not bucket:
                     continue
                 snapshot = self._snapshots[name] = list(bucket.values())
-            # the snapshot itself is shared and never mutated
-            candidates = candidates + snapshot if candidates else snapshot
-        return candidates
+            found.append(snapshot)  # shared and never mutated
+        if len(found) < 2:
+            return found[0] if found else []
+        names = event.names
+        merged: dict[RealtimeClient, _IndexEntry] = {}
+        for snapshot in found:
+            for entry in snapshot:
+                client = entry[0]
+                if client in merged:
+                    subs = tuple(s for s in client.subscriptions if s.collection in names)
+                    merged[client] = (client, client.user, subs)
+                else:
+                    merged[client] = entry
+        return list(merged.values())
 
     def _drop_slow(self, client: RealtimeClient) -> bool:
         """A put failed: disconnect ``client`` unless it was closed meanwhile."""
@@ -602,7 +643,11 @@ class _Slicer:
             manager._slice_started = now  # the fan-out greenlet was idle: a new slice
         self._end = manager._slice_started + manager.slice_seconds
         self._checked = manager._since_pause
-        self._n = 0
+        # The step count runs across fan-outs too: a backlog of small ones
+        # (fewer clients each than _CLOCK_EVERY) still looks at the clock.
+        self._n = manager._slice_steps
+        if now >= self._end:
+            self.pause()
 
     def step(self, subscriptions: int) -> None:
         """Account for one client with ``subscriptions`` topics; pause when the slice is used."""
@@ -611,15 +656,19 @@ class _Slicer:
         if self._checked >= self._manager.yield_every or (
             not self._n % _CLOCK_EVERY and self._timer() >= self._end
         ):
-            # A long fan-out (thousands of clients, rule checks) must not
-            # hold the gevent hub: let the streams write between slices.
-            self._checked = 0
-            self._manager._pause()
-            self._manager._slice_started = start = self._timer()
-            self._end = start + self._manager.slice_seconds
+            self.pause()
+
+    def pause(self) -> None:
+        """A long fan-out (thousands of clients, rule checks) must not hold the
+        gevent hub: let the streams write, then start a new slice."""
+        self._checked = 0
+        self._manager._pause()
+        self._manager._slice_started = start = self._timer()
+        self._end = start + self._manager.slice_seconds
 
     def done(self) -> None:
         self._manager._since_pause = self._checked
+        self._manager._slice_steps = self._n
         self._manager._last_fanout_end = self._timer()
 
 

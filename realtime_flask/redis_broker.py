@@ -736,7 +736,10 @@ class RedisBroker:
                     return
                 self._last_id = entry_id
                 self._offset += 1
-                self._handle(entry_id, fields, batch)
+                try:
+                    self._handle(entry_id, fields, batch)
+                except Exception:  # a malformed entry costs only itself
+                    logger.exception("realtime: skipping unreadable stream entry %s", entry_id)
         self._deliver(batch)
 
     def _ensure_epoch(self) -> str | None:
@@ -752,7 +755,7 @@ class RedisBroker:
             return
         reason = fields.get("reset")
         if reason is not None:
-            self._deliver(batch)
+            self._deliver(batch[:])  # handlers may keep the list they are given
             batch.clear()
             self._reset(reason)
             return

@@ -6,10 +6,15 @@ import pytest
 from flask import Flask
 
 from realtime_flask import Realtime
+from realtime_flask import sse
+from realtime_flask.access import EventView
+from realtime_flask.access import OpenVisibility
 from realtime_flask.broker import MemoryBroker
+from realtime_flask.events import Event
 from realtime_flask.events import InvalidEvent
 from realtime_flask.extension import get_state
 from realtime_flask.testing import TestEventStream
+from realtime_flask.topics import parse_topic
 
 CONFIG = {"TESTING": True, "REALTIME_REAPER_ENABLED": False, "REALTIME_KEEPALIVE_INTERVAL": 0.05}
 
@@ -105,3 +110,31 @@ def test_shutdown_closes_streams() -> None:
     stream.next_event()
     assert get_state(app).shutdown() == 1
     assert stream.wait_closed() == []
+
+
+class _Picky(OpenVisibility):
+    """A visibility that fails for one record."""
+
+    def begin(self, event: Event) -> EventView:
+        if event.record.get("id") == "bad":
+            raise RuntimeError("custom visibility failed")
+        return super().begin(event)
+
+
+def test_a_failing_event_in_a_batch_costs_only_itself() -> None:
+    app = Flask(__name__)
+    app.config.update(REALTIME_REAPER_ENABLED=False)
+    Realtime(app, visibility=_Picky())
+    state = get_state(app)
+    client = state.open_client("127.0.0.1")
+    state.manager.set_subscriptions(client.id, [parse_topic("posts/*")])
+    events = [Event("posts", "create", {"id": rid}, id=str(n)) for n, rid in enumerate("abc", 1)]
+    events[1] = Event("posts", "create", {"id": "bad"}, id="2")
+    result = state.deliver_many(events)
+    assert result.frames == 2
+    data = [
+        json.loads(m.data)["record"]["id"]
+        for m in sse.SSEParser().feed(client.controller.get(timeout=0) or b"")
+    ]
+    assert data == ["a", "c"]
+    state.shutdown()

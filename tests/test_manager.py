@@ -14,6 +14,7 @@ from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ClientNotFound
 from realtime_flask.events import AuthUser
 from realtime_flask.events import Event
+from realtime_flask.manager import RealtimeClient
 from realtime_flask.manager import RealtimeManager
 from realtime_flask.manager import Reaper
 from realtime_flask.manager import new_client_id
@@ -427,7 +428,7 @@ def test_a_fan_out_pauses_only_once_its_time_slice_is_used(fake_clock: FakeClock
 def test_dispatch_many_queues_each_client_one_chunk_in_event_order(
     fake_clock: FakeClock,
 ) -> None:
-    manager = RealtimeManager(clock=fake_clock, queue_size=8)
+    manager = RealtimeManager(clock=fake_clock, queue_size=64)  # the run fits in one pass
     both = manager.register_client()
     manager.set_subscriptions(both.id, subs("posts/*", "tags/*"))
     only_tags = manager.register_client()
@@ -460,3 +461,64 @@ def test_dispatch_many_drops_a_client_whose_queue_cannot_take_the_batch(
     assert manager.get_client(client.id) is None
     assert client.close_reason == "slow consumer: queue full"
     assert manager.dropped_slow == 1
+
+
+def test_a_burst_bigger_than_the_queue_does_not_drop_a_client_that_keeps_up(
+    fake_clock: FakeClock,
+) -> None:
+    """A run is fanned out in passes of ``queue_size // 8`` events with a pause
+    between them, in which the stream drains (here: the pause drains it)."""
+    client_box: list[RealtimeClient] = []
+    received: list[bytes] = []
+
+    def pause() -> None:  # the stream's turn: it writes out what is queued
+        if client_box:
+            received.append(client_box[0].controller.get(timeout=0) or b"")
+
+    manager = RealtimeManager(clock=fake_clock, queue_size=16, pause=pause)
+    client = manager.register_client()
+    client_box.append(client)
+    manager.set_subscriptions(client.id, subs("posts/*", "posts/r1"))  # two frames per event
+    events = [
+        (Event("posts", "update", {"id": "r1", "n": i}, id=str(i)), None) for i in range(1, 41)
+    ]
+    result = manager.dispatch_many(events)  # 80 frames through a queue of 16
+    assert (result.frames, result.dropped) == (80, 0)
+    received.append(client.controller.get(timeout=0) or b"")
+    ids = [m.id for m in sse.SSEParser().feed(b"".join(received))]
+    assert ids == [x for i in range(1, 41) for x in (client.id, f"{client.id}.{i}")]
+
+
+def test_name_and_id_topics_of_one_event_name_the_position_once_in_replay_order(
+    fake_clock: FakeClock,
+) -> None:
+    manager = RealtimeManager(clock=fake_clock)
+    client = manager.register_client()
+    manager.set_subscriptions(client.id, subs("pbc_1/*", "posts/*"))
+    event = Event("posts", "update", {"id": "r1"}, collection_id="pbc_1", id="7")
+    manager.dispatch(event)
+    live = list(sse.SSEParser().feed(drain(manager, client.id)))
+    replay = list(sse.SSEParser().feed(b"".join(manager.render(client, event, None))))
+    assert [(m.event, m.id) for m in live] == [
+        ("pbc_1/*", client.id),
+        ("posts/*", f"{client.id}.7"),
+    ]
+    assert [(m.event, m.id) for m in live] == [(m.event, m.id) for m in replay]
+
+
+def test_a_backlog_of_small_fan_outs_still_yields(fake_clock: FakeClock) -> None:
+    now = [0.0]
+
+    def timer() -> float:
+        now[0] += 0.001  # every look at the clock finds a millisecond gone
+        return now[0]
+
+    pauses: list[int] = []
+    manager = RealtimeManager(
+        clock=fake_clock, queue_size=100_000, timer=timer, pause=lambda: pauses.append(1)
+    )
+    for _ in range(10):
+        manager.set_subscriptions(manager.register_client().id, subs("users/*"))
+    for i in range(1000):  # one by one, as auth-record updates are delivered
+        manager.dispatch(Event("users", "update", {"id": "u"}, id=str(i)))
+    assert len(pauses) >= 10
