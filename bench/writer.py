@@ -83,6 +83,7 @@ def write_at_rate(
                 payload = json.dumps(body)
                 error = ""
                 for attempt in range(2):  # a kept-alive connection the server closed: reopen once
+                    error = ""  # only the last attempt's outcome counts
                     try:
                         conn.request("POST", path, payload, {"Content-Type": "application/json"})
                         response = conn.getresponse()
