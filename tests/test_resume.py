@@ -10,10 +10,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from realtime_flask.access import _PublishedView
 from realtime_flask.app import create_app
+from realtime_flask.events import AuthUser
 from realtime_flask.extension import RESET_EVENT
 from realtime_flask.extension import get_state
 from realtime_flask.testing import TestEventStream
+from realtime_flask.topics import Subscription
 
 from .conftest import TEST_CONFIG
 
@@ -188,3 +191,34 @@ def test_resume_replays_only_what_the_rules_allow_and_keeps_the_auth(tmp_path: t
     assert json.loads(resumed.next_event().data)["record"]["title"] == "a3"
     resumed.close()
     get_state(app).shutdown()
+
+
+def test_a_check_that_raises_during_replay_costs_only_its_frame(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay builds frames exactly as the live fan-out does, with the same
+    per-subscriber isolation: the stream stays up and the other frames arrive."""
+    stream, cid = open_stream(client)
+    subscribe(client, cid, ["posts/*", "posts/r2"])
+    publish(client, "posts", "r1")
+    last = stream.next_event().id
+    stream.close()
+    publish(client, "posts", "r2")
+    publish(client, "posts", "r3")
+
+    original = _PublishedView.data_for
+
+    def failing(self: _PublishedView, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        if sub.raw == "posts/r2":
+            raise RuntimeError("a broken check")
+        return original(self, user, sub)
+
+    monkeypatch.setattr(_PublishedView, "data_for", failing)
+    resumed, resumed_id = open_stream(client, last)
+    assert resumed_id == cid
+    replayed = resumed.next_events(2)
+    assert [(e.event, json.loads(e.data)["record"]["id"]) for e in replayed] == [
+        ("posts/*", "r2"),
+        ("posts/*", "r3"),
+    ]
+    resumed.close()
