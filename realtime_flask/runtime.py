@@ -294,6 +294,7 @@ class _GeventClientQueue:
         if self._closed or len(frames) >= self.maxsize:
             return False
         frames.append(frame)
+        # _wake_soon, inlined: this is the fan-out's hot path
         if self._waiter is not None and not self._scheduled:
             self._scheduled = True
             self._hub.loop.run_callback(self._wake)
@@ -304,9 +305,7 @@ class _GeventClientQueue:
         if self._closed or len(queued) + len(frames) > self.maxsize:
             return False
         queued.extend(frames)
-        if self._waiter is not None and not self._scheduled:
-            self._scheduled = True
-            self._hub.loop.run_callback(self._wake)
+        self._wake_soon()
         return True
 
     def get(self, timeout: float | None) -> bytes | None:
