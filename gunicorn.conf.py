@@ -1,6 +1,6 @@
 # gunicorn reads this file from the working directory: `gunicorn wsgi:app`.
 # Command-line flags win over these values.
-from realtime_flask.gunicorn_hooks import post_worker_init  # noqa: F401
+from realtime_flask.server.gunicorn_hooks import post_worker_init  # noqa: F401
 
 # The gevent worker needs gunicorn's [gevent] extra (install_requires asks for it).
 worker_class = "gevent"

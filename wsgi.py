@@ -10,15 +10,15 @@ if not monkey.is_module_patched("socket"):  # gunicorn's gevent worker patched a
 
 import logging
 
-from realtime_flask.app import create_app
 from realtime_flask.runtime import tune_gc
+from realtime_flask.web.app import create_app
 
 app = create_app()
 tune_gc()  # no full GC passes over start-up objects, fewer promotions
 
 if __name__ == "__main__":
-    from realtime_flask.extension import get_state
-    from realtime_flask.serve import serve
+    from realtime_flask.server.serve import serve
+    from realtime_flask.web.extension import get_state
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_state(app).settings

@@ -22,17 +22,17 @@ import argparse
 import statistics
 import time
 
-from realtime_flask.access import OpenVisibility
-from realtime_flask.access import StoreVisibility
-from realtime_flask.access import Visibility
-from realtime_flask.auth import Passwords
-from realtime_flask.events import AuthUser
-from realtime_flask.events import Event
-from realtime_flask.manager import RealtimeManager
-from realtime_flask.rules import RequestContext
-from realtime_flask.schema import Schema
-from realtime_flask.store import RecordStore
-from realtime_flask.topics import parse_topic
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.events import Event
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.schema import Schema
+from realtime_flask.core.topics import parse_topic
+from realtime_flask.engine.access import OpenVisibility
+from realtime_flask.engine.access import StoreVisibility
+from realtime_flask.engine.access import Visibility
+from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.store.auth import Passwords
+from realtime_flask.store.records import RecordStore
 
 SCHEMA = [
     {

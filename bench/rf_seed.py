@@ -18,10 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from realtime_flask.auth import Passwords
-from realtime_flask.rules import RequestContext
-from realtime_flask.schema import load_schema_file
-from realtime_flask.store import RecordStore
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.schema import load_schema_file
+from realtime_flask.store.auth import Passwords
+from realtime_flask.store.records import RecordStore
 
 USERS = "users"
 MAX_USERS = 100_000

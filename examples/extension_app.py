@@ -31,7 +31,7 @@ from flask import request
 
 from realtime_flask import AuthUser
 from realtime_flask import Realtime
-from realtime_flask.access import PythonRules
+from realtime_flask.engine.access import PythonRules
 
 USERS = {"alice", "bob"}
 
@@ -97,6 +97,6 @@ if __name__ == "__main__":
     from gevent import monkey
 
     monkey.patch_all()
-    from realtime_flask.serve import serve
+    from realtime_flask.server.serve import serve
 
     serve(create_app(), "127.0.0.1", 8091)

@@ -29,31 +29,31 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     upsert.add_argument("password")
     args = parser.parse_args(argv)
 
-    from .errors import RealtimeError
+    from realtime_flask.errors import RealtimeError
 
     if args.command == "serve":
         from gevent import monkey
 
         if not monkey.is_module_patched("socket"):
             monkey.patch_all()
-        from .app import create_app
-        from .extension import get_state
-        from .serve import serve as run
+        from realtime_flask.server.serve import serve as run
+        from realtime_flask.web.app import create_app
+        from realtime_flask.web.extension import get_state
 
         try:
             app = create_app()
         except RealtimeError as exc:  # a bad setting, schema, or a missing extra: one line
             print(f"error: {exc.message}", file=sys.stderr)
             return 1
-        from .runtime import tune_gc
+        from realtime_flask.runtime import tune_gc
 
         tune_gc()  # no full GC passes over start-up objects, fewer promotions
         settings = get_state(app).settings
         run(app, args.host or settings.host, args.port or settings.port)
         return 0
 
-    from .app import create_app
-    from .store import RecordStore
+    from realtime_flask.store.records import RecordStore
+    from realtime_flask.web.app import create_app
 
     try:
         app = create_app({"REALTIME_REAPER_ENABLED": False})

@@ -13,7 +13,7 @@ import typing as t
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from realtime_flask.errors import ConfigError
 
 __all__ = ["DEFAULTS", "DOCS", "Settings", "env_overrides", "markdown_table"]
 

@@ -1,6 +1,6 @@
 """One error tree for everything realtime_flask raises on purpose.
 
-Rule: the core raises these; only ``realtime_flask.api`` turns them into
+Rule: the core raises these; only ``realtime_flask.web.api`` turns them into
 PocketBase's JSON error shape ``{"status", "message", "data"}``.  No module here
 imports Flask or Werkzeug.
 

@@ -25,8 +25,8 @@ from collections import deque
 from collections.abc import Iterable
 from collections.abc import Iterator
 
-from .sse import ServerSentEvent
-from .sse import SSEParser
+from realtime_flask.core.sse import ServerSentEvent
+from realtime_flask.core.sse import SSEParser
 
 __all__ = ["EventStream", "HTTPEventStream", "TestEventStream", "post_subscriptions"]
 

@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from realtime_flask.app import create_app
-from realtime_flask.manager import RealtimeManager
+from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.web.app import create_app
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -15,10 +15,10 @@ import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 from gevent.pool import Group  # noqa: E402
 
-from realtime_flask.events import Event  # noqa: E402
-from realtime_flask.manager import QueueClosed  # noqa: E402
-from realtime_flask.manager import RealtimeManager  # noqa: E402
-from realtime_flask.topics import parse_topic  # noqa: E402
+from realtime_flask.core.events import Event  # noqa: E402
+from realtime_flask.core.topics import parse_topic  # noqa: E402
+from realtime_flask.engine.manager import QueueClosed  # noqa: E402
+from realtime_flask.engine.manager import RealtimeManager  # noqa: E402
 
 STABLE = 200
 CHURN = 50

@@ -2,7 +2,7 @@
 socket options of the connection it was asked on; ``test_tcp_nodelay`` serves
 it the ways users do::
 
-    python -m tests.nodelay_app PORT          # realtime_flask.serve, as ``python wsgi.py``
+    python -m tests.nodelay_app PORT          # realtime_flask.server.serve, as ``python wsgi.py``
     gunicorn -k gevent tests.nodelay_app:app  # from the repository root
 
 ``GET /_test/connection`` answers ``{"nodelay": <TCP_NODELAY>, "peer": [host, port]}``
@@ -35,6 +35,6 @@ def connection_options() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    from realtime_flask.serve import serve
+    from realtime_flask.server.serve import serve
 
     serve(app, "127.0.0.1", int(sys.argv[1]))

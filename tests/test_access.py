@@ -1,4 +1,4 @@
-"""The rule-filtered dispatcher: ``realtime_flask.access`` behind ``RealtimeManager.dispatch``.
+"""The rule-filtered dispatcher (``realtime_flask.engine.access``) behind ``dispatch``.
 
 Wired as in production, without Flask: a RecordStore publishes committed
 changes to the real MemoryBroker, whose handler is ``RealtimeState.deliver``
@@ -16,25 +16,25 @@ from urllib.parse import quote
 
 import pytest
 
-from realtime_flask import sse
-from realtime_flask.access import OpenVisibility
-from realtime_flask.access import PythonRules
-from realtime_flask.access import StoreVisibility
-from realtime_flask.access import Visibility
-from realtime_flask.auth import Passwords
-from realtime_flask.broker import MemoryBroker
 from realtime_flask.config import Settings
-from realtime_flask.events import AuthUser
-from realtime_flask.events import Event
-from realtime_flask.extension import RealtimeState
-from realtime_flask.manager import RealtimeClient
-from realtime_flask.manager import RealtimeManager
-from realtime_flask.rules import CompiledRule
-from realtime_flask.rules import RequestContext
-from realtime_flask.schema import SUPERUSERS
-from realtime_flask.schema import Schema
-from realtime_flask.store import RecordStore
-from realtime_flask.topics import parse_topic
+from realtime_flask.core import sse
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.events import Event
+from realtime_flask.core.rules import CompiledRule
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.schema import SUPERUSERS
+from realtime_flask.core.schema import Schema
+from realtime_flask.core.topics import parse_topic
+from realtime_flask.engine.access import OpenVisibility
+from realtime_flask.engine.access import PythonRules
+from realtime_flask.engine.access import StoreVisibility
+from realtime_flask.engine.access import Visibility
+from realtime_flask.engine.broker import MemoryBroker
+from realtime_flask.engine.manager import RealtimeClient
+from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.store.auth import Passwords
+from realtime_flask.store.records import RecordStore
+from realtime_flask.web.extension import RealtimeState
 
 from .conftest import FakeClock
 

@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from realtime_flask.extension import get_state
 from realtime_flask.testing import TestEventStream
+from realtime_flask.web.extension import get_state
 
 
 def connect(client: FlaskClient) -> tuple[TestEventStream, str]:
@@ -89,7 +89,7 @@ def test_removed_client_ends_its_stream(app: Flask, client: FlaskClient) -> None
 
 
 def test_cleanup_runs_when_the_generator_never_started(app: Flask) -> None:
-    from realtime_flask.api.realtime import connect as connect_view
+    from realtime_flask.web.api.realtime import connect as connect_view
 
     manager = get_state(app).manager
     with app.test_request_context("/api/realtime"):
@@ -100,7 +100,7 @@ def test_cleanup_runs_when_the_generator_never_started(app: Flask) -> None:
 
 
 def test_cleanup_is_idempotent(app: Flask) -> None:
-    from realtime_flask.api.realtime import connect as connect_view
+    from realtime_flask.web.api.realtime import connect as connect_view
 
     manager = get_state(app).manager
     with app.test_request_context("/api/realtime"):
@@ -170,7 +170,7 @@ class TestPublishRoute:
         assert response.json is not None and response.json["status"] == 400
 
     def test_disabled_without_a_secret(self) -> None:
-        from realtime_flask.app import create_app
+        from realtime_flask.web.app import create_app
 
         app = create_app(
             {"TESTING": True, "REALTIME_REAPER_ENABLED": False, "REALTIME_DATA_DIR": ":memory:"}

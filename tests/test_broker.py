@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from realtime_flask.broker import MemoryBroker
-from realtime_flask.events import Event
+from realtime_flask.core.events import Event
+from realtime_flask.engine.broker import MemoryBroker
 
 
 def make(n: int) -> Event:

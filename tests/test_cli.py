@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from realtime_flask.auth import Passwords
-from realtime_flask.rules import RequestContext
-from realtime_flask.schema import default_schema
-from realtime_flask.store import RecordStore
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.schema import default_schema
+from realtime_flask.store.auth import Passwords
+from realtime_flask.store.records import RecordStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SU = RequestContext(auth=None, superuser=True)

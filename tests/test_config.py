@@ -70,7 +70,7 @@ def test_bad_values_fail_at_start_up(key: str, value: object, match: str) -> Non
 
 
 def test_create_app_validates_config() -> None:
-    from realtime_flask.app import create_app
+    from realtime_flask.web.app import create_app
 
     with pytest.raises(ConfigError):
         create_app({"REALTIME_QUEUE_SIZE": -5, "REALTIME_DATA_DIR": ":memory:"})

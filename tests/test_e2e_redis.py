@@ -55,7 +55,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from realtime_flask.sse import ServerSentEvent
+from realtime_flask.core.sse import ServerSentEvent
 from realtime_flask.testing import HTTPEventStream
 from realtime_flask.testing import request_json
 

@@ -11,8 +11,8 @@ from types import ModuleType
 import pytest
 from flask import Flask
 
-from realtime_flask.extension import get_state
 from realtime_flask.testing import TestEventStream
+from realtime_flask.web.extension import get_state
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "extension_app.py"
 
@@ -56,7 +56,7 @@ def test_owner_only_notes_and_public_announcements(example_app: Flask) -> None:
     assert note is not None
     realtime = get_state(example_app)
     with example_app.app_context():
-        from realtime_flask.events import Event
+        from realtime_flask.core.events import Event
 
         realtime.publish(Event("audit", "create", {"id": "a1"}))
         realtime.publish(Event("announcements", "create", {"id": "x1", "text": "all"}))

@@ -6,15 +6,15 @@ import pytest
 from flask import Flask
 
 from realtime_flask import Realtime
-from realtime_flask import sse
-from realtime_flask.access import EventView
-from realtime_flask.access import OpenVisibility
-from realtime_flask.broker import MemoryBroker
-from realtime_flask.events import Event
-from realtime_flask.events import InvalidEvent
-from realtime_flask.extension import get_state
+from realtime_flask.core import sse
+from realtime_flask.core.events import Event
+from realtime_flask.core.events import InvalidEvent
+from realtime_flask.core.topics import parse_topic
+from realtime_flask.engine.access import EventView
+from realtime_flask.engine.access import OpenVisibility
+from realtime_flask.engine.broker import MemoryBroker
 from realtime_flask.testing import TestEventStream
-from realtime_flask.topics import parse_topic
+from realtime_flask.web.extension import get_state
 
 CONFIG = {"TESTING": True, "REALTIME_REAPER_ENABLED": False, "REALTIME_KEEPALIVE_INTERVAL": 0.05}
 

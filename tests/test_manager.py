@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from realtime_flask import sse
+from realtime_flask.core import sse
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.events import Event
+from realtime_flask.core.topics import Subscription
+from realtime_flask.core.topics import parse_topic
+from realtime_flask.engine.manager import RealtimeClient
+from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.engine.manager import Reaper
+from realtime_flask.engine.manager import new_client_id
 from realtime_flask.errors import AccessDenied
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ClientNotFound
-from realtime_flask.events import AuthUser
-from realtime_flask.events import Event
-from realtime_flask.manager import RealtimeClient
-from realtime_flask.manager import RealtimeManager
-from realtime_flask.manager import Reaper
-from realtime_flask.manager import new_client_id
 from realtime_flask.runtime import QueueClosed
-from realtime_flask.topics import Subscription
-from realtime_flask.topics import parse_topic
 
 from .conftest import FakeClock
 

@@ -21,8 +21,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from realtime_flask.app import create_app
-from realtime_flask.store import RecordStore
+from realtime_flask.store.records import RecordStore
+from realtime_flask.web.app import create_app
 
 FIXTURE = Path(__file__).parent / "js" / "schema.json"
 CONFIG: t.Final[dict[str, object]] = {

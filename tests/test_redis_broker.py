@@ -19,12 +19,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from realtime_flask.cluster.broker import HISTORY_LOST
+from realtime_flask.cluster.broker import OUTBOX_OVERFLOW
+from realtime_flask.cluster.broker import RedisBroker
+from realtime_flask.core.events import Event
+from realtime_flask.core.events import InvalidEvent
 from realtime_flask.errors import BrokerUnavailable
-from realtime_flask.events import Event
-from realtime_flask.events import InvalidEvent
-from realtime_flask.redis_broker import HISTORY_LOST
-from realtime_flask.redis_broker import OUTBOX_OVERFLOW
-from realtime_flask.redis_broker import RedisBroker
 
 from .conftest import FakeClock
 from .redis_server import RedisServer
@@ -489,7 +489,7 @@ def test_refuses_to_start_under_gevent_with_unpatched_sockets() -> None:
     code = (
         "import gevent\n"
         "from realtime_flask.errors import BrokerUnavailable\n"
-        "from realtime_flask.redis_broker import RedisBroker\n"
+        "from realtime_flask.cluster.broker import RedisBroker\n"
         "broker = RedisBroker('redis://127.0.0.1:1/0')\n"
         "try:\n"
         "    broker.start()\n"
@@ -508,8 +508,8 @@ def test_works_under_gevent_with_patched_sockets(server: RedisServer) -> None:
         "from gevent import monkey\n"
         "monkey.patch_all()\n"
         "import sys, threading\n"
-        "from realtime_flask.events import Event\n"
-        "from realtime_flask.redis_broker import RedisBroker\n"
+        "from realtime_flask.core.events import Event\n"
+        "from realtime_flask.cluster.broker import RedisBroker\n"
         "seen, done = [], threading.Event()\n"
         "def on_event(event):\n"
         "    seen.append(event.record['n'])\n"

@@ -10,13 +10,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from realtime_flask.access import _PublishedView
-from realtime_flask.app import create_app
-from realtime_flask.events import AuthUser
-from realtime_flask.extension import RESET_EVENT
-from realtime_flask.extension import get_state
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.topics import Subscription
+from realtime_flask.engine.access import _PublishedView
 from realtime_flask.testing import TestEventStream
-from realtime_flask.topics import Subscription
+from realtime_flask.web.app import create_app
+from realtime_flask.web.extension import RESET_EVENT
+from realtime_flask.web.extension import get_state
 
 from .conftest import TEST_CONFIG
 

@@ -19,28 +19,28 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from realtime_flask.core.rules import GUEST
+from realtime_flask.core.rules import OPERATORS
+from realtime_flask.core.rules import And
+from realtime_flask.core.rules import Comparison
+from realtime_flask.core.rules import Expr
+from realtime_flask.core.rules import Identifier
+from realtime_flask.core.rules import Number
+from realtime_flask.core.rules import Or
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.rules import RuleError
+from realtime_flask.core.rules import RuleResolveError
+from realtime_flask.core.rules import RuleSyntaxError
+from realtime_flask.core.rules import Text
+from realtime_flask.core.rules import column_type
+from realtime_flask.core.rules import compile_rule
+from realtime_flask.core.rules import json_text
+from realtime_flask.core.rules import parse
+from realtime_flask.core.schema import Collection
+from realtime_flask.core.schema import Field
+from realtime_flask.core.schema import Schema
+from realtime_flask.core.schema import SchemaError
 from realtime_flask.errors import GENERIC_400
-from realtime_flask.rules import GUEST
-from realtime_flask.rules import OPERATORS
-from realtime_flask.rules import And
-from realtime_flask.rules import Comparison
-from realtime_flask.rules import Expr
-from realtime_flask.rules import Identifier
-from realtime_flask.rules import Number
-from realtime_flask.rules import Or
-from realtime_flask.rules import RequestContext
-from realtime_flask.rules import RuleError
-from realtime_flask.rules import RuleResolveError
-from realtime_flask.rules import RuleSyntaxError
-from realtime_flask.rules import Text
-from realtime_flask.rules import column_type
-from realtime_flask.rules import compile_rule
-from realtime_flask.rules import json_text
-from realtime_flask.rules import parse
-from realtime_flask.schema import Collection
-from realtime_flask.schema import Field
-from realtime_flask.schema import Schema
-from realtime_flask.schema import SchemaError
 
 Row: t.TypeAlias = dict[str, object]
 

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from realtime_flask.app import create_app
-from realtime_flask.auth import Passwords
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.schema import SUPERUSERS
+from realtime_flask.core.schema import SUPERUSERS_ID
+from realtime_flask.core.schema import Schema
+from realtime_flask.core.schema import SchemaError
+from realtime_flask.core.schema import collection_id_for
+from realtime_flask.core.schema import default_schema
+from realtime_flask.core.schema import load_schema_file
 from realtime_flask.errors import ConfigError
-from realtime_flask.rules import RequestContext
-from realtime_flask.schema import SUPERUSERS
-from realtime_flask.schema import SUPERUSERS_ID
-from realtime_flask.schema import Schema
-from realtime_flask.schema import SchemaError
-from realtime_flask.schema import collection_id_for
-from realtime_flask.schema import default_schema
-from realtime_flask.schema import load_schema_file
-from realtime_flask.store import RecordStore
+from realtime_flask.store.auth import Passwords
+from realtime_flask.store.records import RecordStore
+from realtime_flask.web.app import create_app
 
 FIXTURE = Path(__file__).parent / "js" / "schema.json"
 SU = RequestContext(auth=None, superuser=True)

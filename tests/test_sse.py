@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from realtime_flask import sse
+from realtime_flask.core import sse
+from realtime_flask.core.sse import JSONValue
+from realtime_flask.core.sse import ServerSentEvent
+from realtime_flask.core.sse import SSEMessage
+from realtime_flask.core.sse import SSEParser
 from realtime_flask.errors import SSEFormatError
-from realtime_flask.sse import JSONValue
-from realtime_flask.sse import ServerSentEvent
-from realtime_flask.sse import SSEMessage
-from realtime_flask.sse import SSEParser
 
 CLIENT_ID = "Iy3JEsxCnthc3Ac9neolKGBnoSMgXi9W68gCbsyY"
 RECORD_PAYLOAD = {

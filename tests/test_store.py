@@ -5,16 +5,16 @@ import typing as t
 
 import pytest
 
-from realtime_flask.auth import Passwords
+from realtime_flask.core.events import Event
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.schema import Schema
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ValidationFailed
-from realtime_flask.events import Event
-from realtime_flask.rules import RequestContext
-from realtime_flask.schema import Schema
-from realtime_flask.store import Forbidden
-from realtime_flask.store import MissingCollection
-from realtime_flask.store import NotFound
-from realtime_flask.store import RecordStore
+from realtime_flask.store.auth import Passwords
+from realtime_flask.store.records import Forbidden
+from realtime_flask.store.records import MissingCollection
+from realtime_flask.store.records import NotFound
+from realtime_flask.store.records import RecordStore
 
 SCHEMA = [
     {
@@ -400,7 +400,7 @@ class TestWriteLock:
         import threading
         import time
 
-        from realtime_flask import store as store_module
+        from realtime_flask.store import records as store_module
 
         path = str(tmp_path / "data.db")
         store = self.make(path, write_timeout=10)
@@ -426,7 +426,7 @@ class TestWriteLock:
     def test_a_lock_held_too_long_is_a_503_and_changes_nothing(self, tmp_path: t.Any) -> None:
         import sqlite3
 
-        from realtime_flask.store import StoreBusy
+        from realtime_flask.store.records import StoreBusy
 
         path = str(tmp_path / "data.db")
         store = self.make(path, write_timeout=0.1)
@@ -442,8 +442,8 @@ class TestWriteLock:
 
 
 def test_record_ids_have_pocketbase_shape_and_do_not_repeat() -> None:
-    from realtime_flask.store import ID_ALPHABET
-    from realtime_flask.store import new_record_id
+    from realtime_flask.store.records import ID_ALPHABET
+    from realtime_flask.store.records import new_record_id
 
     ids = [new_record_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)

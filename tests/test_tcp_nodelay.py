@@ -6,7 +6,7 @@ that has nothing to send delays that ACK (~40 ms on Linux) on every request
 after the first on a connection.  Every server the project starts therefore
 has ``TCP_NODELAY`` on its accepted connections, checked here on the server's
 side of the very connection the test opened (``tests/nodelay_app.py``), and
-``realtime_flask.serve`` sends the response head with the first body chunk
+``realtime_flask.server.serve`` sends the response head with the first body chunk
 (``isolated/cases_serve_handler.py``).
 """
 
@@ -31,7 +31,7 @@ WSGIApp = Callable[[dict[str, t.Any], StartResponse], Iterable[bytes]]
 
 
 def _serve_py(port: int) -> list[str]:
-    # realtime_flask.serve, as `python wsgi.py` and `python -m realtime_flask serve` use it.
+    # realtime_flask.server.serve, as `python wsgi.py` and `python -m realtime_flask serve` use it.
     return [sys.executable, "-m", "tests.nodelay_app", str(port)]
 
 

@@ -1,4 +1,4 @@
-"""Tests of realtime_flask.topics: topic parsing, matching and ``POST /api/realtime`` validation."""
+"""realtime_flask.core.topics: topic parsing, matching and ``POST /api/realtime`` validation."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from realtime_flask.core.topics import EMPTY_OPTIONS
+from realtime_flask.core.topics import MAX_CLIENT_ID_LENGTH
+from realtime_flask.core.topics import MAX_SUBSCRIPTIONS
+from realtime_flask.core.topics import MAX_TOPIC_LENGTH
+from realtime_flask.core.topics import FrozenStrMap
+from realtime_flask.core.topics import Subscription
+from realtime_flask.core.topics import SubscriptionOptions
+from realtime_flask.core.topics import parse_topic
+from realtime_flask.core.topics import validate_subscribe_request
 from realtime_flask.errors import GENERIC_400
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ValidationFailed
-from realtime_flask.topics import EMPTY_OPTIONS
-from realtime_flask.topics import MAX_CLIENT_ID_LENGTH
-from realtime_flask.topics import MAX_SUBSCRIPTIONS
-from realtime_flask.topics import MAX_TOPIC_LENGTH
-from realtime_flask.topics import FrozenStrMap
-from realtime_flask.topics import Subscription
-from realtime_flask.topics import SubscriptionOptions
-from realtime_flask.topics import parse_topic
-from realtime_flask.topics import validate_subscribe_request
 
 CLIENT_ID = "Iy3JEsxCnthc3Ac9neolKGBnoSMgXi9W68gCbsyY"
 

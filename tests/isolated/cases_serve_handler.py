@@ -1,4 +1,4 @@
-"""``realtime_flask.serve``'s handler, in process: one write for head and first chunk.
+"""``realtime_flask.server.serve``'s handler, in process: one write for head and first chunk.
 
 Run by tests/test_isolated.py in a fresh interpreter: importing gevent changes
 what the library decides for the rest of a process.
@@ -16,7 +16,7 @@ import pytest
 from gevent.pywsgi import WSGIHandler
 from gevent.pywsgi import WSGIServer
 
-from realtime_flask.serve import _Handler
+from realtime_flask.server.serve import _Handler
 
 StartResponse = Callable[[str, list[tuple[str, str]]], object]
 WSGIApp = Callable[[dict[str, t.Any], StartResponse], Iterable[bytes]]

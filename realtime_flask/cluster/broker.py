@@ -56,13 +56,13 @@ from collections import OrderedDict
 from collections import deque
 from dataclasses import dataclass
 
-from . import runtime
-from .broker import BatchHandler
-from .broker import EventHandler
-from .broker import one_by_one
-from .errors import BrokerUnavailable
-from .events import Event
-from .events import InvalidEvent
+from realtime_flask import runtime
+from realtime_flask.core.events import Event
+from realtime_flask.core.events import InvalidEvent
+from realtime_flask.engine.broker import BatchHandler
+from realtime_flask.engine.broker import EventHandler
+from realtime_flask.engine.broker import one_by_one
+from realtime_flask.errors import BrokerUnavailable
 
 if t.TYPE_CHECKING:
     import redis

@@ -26,24 +26,24 @@ import typing as t
 from collections.abc import Callable
 from collections.abc import Mapping
 
-from . import sse
-from .events import AuthUser
-from .events import Event
-from .rules import And
-from .rules import Comparison
-from .rules import CompiledRule
-from .rules import Expr
-from .rules import Identifier
-from .rules import RequestContext
-from .rules import RuleError
-from .rules import compile_rule
-from .rules import parse
-from .schema import Collection
-from .schema import Field
-from .schema import Schema
-from .store import RecordStore
-from .store import pick_fields
-from .topics import Subscription
+from realtime_flask.core import sse
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.events import Event
+from realtime_flask.core.rules import And
+from realtime_flask.core.rules import Comparison
+from realtime_flask.core.rules import CompiledRule
+from realtime_flask.core.rules import Expr
+from realtime_flask.core.rules import Identifier
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.rules import RuleError
+from realtime_flask.core.rules import compile_rule
+from realtime_flask.core.rules import parse
+from realtime_flask.core.schema import Collection
+from realtime_flask.core.schema import Field
+from realtime_flask.core.schema import Schema
+from realtime_flask.core.topics import Subscription
+from realtime_flask.store.records import RecordStore
+from realtime_flask.store.records import pick_fields
 
 __all__ = [
     "EventView",

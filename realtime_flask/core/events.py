@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 
-from .errors import RealtimeError
+from realtime_flask.errors import RealtimeError
 
 __all__ = ["ACTIONS", "AuthUser", "Event", "InvalidEvent", "event_position", "same_auth"]
 

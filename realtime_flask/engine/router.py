@@ -11,10 +11,10 @@ import typing as t
 from collections import OrderedDict
 from dataclasses import replace
 
-from .events import AuthUser
-from .manager import ParkedClient
-from .manager import RealtimeManager
-from .topics import Subscription
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.topics import Subscription
+from realtime_flask.engine.manager import ParkedClient
+from realtime_flask.engine.manager import RealtimeManager
 
 __all__ = ["LocalRouter", "Router"]
 

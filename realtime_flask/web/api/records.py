@@ -30,19 +30,19 @@ from flask import jsonify
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-from ..auth import token_from_header
-from ..errors import BadRequest
-from ..errors import RealtimeError
-from ..extension import get_state
-from ..rules import RequestContext
-from ..schema import SUPERUSERS
-from ..schema import Collection
-from ..store import RecordStore
-from ..store import Unauthorized
-from ..store import pick_fields
-from . import error_response
-from . import http_error_response
-from . import json_object
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.schema import SUPERUSERS
+from realtime_flask.core.schema import Collection
+from realtime_flask.errors import BadRequest
+from realtime_flask.errors import RealtimeError
+from realtime_flask.store.auth import token_from_header
+from realtime_flask.store.records import RecordStore
+from realtime_flask.store.records import Unauthorized
+from realtime_flask.store.records import pick_fields
+from realtime_flask.web.api import error_response
+from realtime_flask.web.api import http_error_response
+from realtime_flask.web.api import json_object
+from realtime_flask.web.extension import get_state
 
 __all__ = ["bp", "get_store", "request_context", "snake_header"]
 

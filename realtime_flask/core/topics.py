@@ -85,9 +85,9 @@ from decimal import Context
 from decimal import Decimal
 from urllib.parse import unquote_to_bytes
 
-from .errors import BadRequest
-from .errors import ErrorData
-from .errors import ValidationFailed
+from realtime_flask.errors import BadRequest
+from realtime_flask.errors import ErrorData
+from realtime_flask.errors import ValidationFailed
 
 __all__ = [
     "EMPTY_OPTIONS",

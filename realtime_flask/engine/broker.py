@@ -14,7 +14,7 @@ import threading
 import typing as t
 from collections import deque
 
-from .events import Event
+from realtime_flask.core.events import Event
 
 __all__ = ["BatchHandler", "Broker", "EventHandler", "MemoryBroker", "one_by_one"]
 

@@ -25,19 +25,19 @@ from flask import Response
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-from .. import runtime
-from .. import sse
-from ..errors import RealtimeError
-from ..extension import RealtimeState
-from ..extension import get_state
-from ..manager import RealtimeClient
-from ..manager import RealtimeManager
-from ..runtime import QueueClosed
-from ..topics import validate_subscribe_request
-from . import NOT_FOUND
-from . import error_response
-from . import http_error_response
-from . import json_object
+from realtime_flask import runtime
+from realtime_flask.core import sse
+from realtime_flask.core.topics import validate_subscribe_request
+from realtime_flask.engine.manager import RealtimeClient
+from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.errors import RealtimeError
+from realtime_flask.runtime import QueueClosed
+from realtime_flask.web.api import NOT_FOUND
+from realtime_flask.web.api import error_response
+from realtime_flask.web.api import http_error_response
+from realtime_flask.web.api import json_object
+from realtime_flask.web.extension import RealtimeState
+from realtime_flask.web.extension import get_state
 
 __all__ = ["bp"]
 

@@ -13,8 +13,8 @@ from flask import Response
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
-from ..errors import BadRequest
-from ..errors import RealtimeError
+from realtime_flask.errors import BadRequest
+from realtime_flask.errors import RealtimeError
 
 __all__ = ["error_response", "http_error_response", "json_object"]
 

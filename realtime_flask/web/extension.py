@@ -16,25 +16,25 @@ from flask import Flask
 from flask import Request
 from flask import current_app
 
-from . import runtime
-from . import sse
-from .broker import Broker
-from .broker import MemoryBroker
-from .config import Settings
-from .errors import RealtimeError
-from .events import AuthUser
-from .events import Event
-from .events import event_position
-from .manager import DispatchResult
-from .manager import RealtimeClient
-from .manager import RealtimeManager
-from .manager import Reaper
-from .router import LocalRouter
-from .router import Router
+from realtime_flask import runtime
+from realtime_flask.config import Settings
+from realtime_flask.core import sse
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.events import Event
+from realtime_flask.core.events import event_position
+from realtime_flask.engine.broker import Broker
+from realtime_flask.engine.broker import MemoryBroker
+from realtime_flask.engine.manager import DispatchResult
+from realtime_flask.engine.manager import RealtimeClient
+from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.engine.manager import Reaper
+from realtime_flask.engine.router import LocalRouter
+from realtime_flask.engine.router import Router
+from realtime_flask.errors import RealtimeError
 
 if t.TYPE_CHECKING:
-    from .access import EventView
-    from .access import Visibility
+    from realtime_flask.engine.access import EventView
+    from realtime_flask.engine.access import Visibility
 
 #: The SSE event sent when a client may have missed events (Redis outage past
 #: the outbox, or history that no longer reaches back): refetch, then go on.
@@ -224,7 +224,7 @@ class Realtime:
     :param broker: the event broker; a process-local MemoryBroker by default.
     :param auth_resolver: maps a request to its AuthUser (None = guest); every
         request is a guest by default.
-    :param visibility: who sees which event (``realtime_flask.access``), e.g.
+    :param visibility: who sees which event (``realtime_flask.engine.access``), e.g.
         ``PythonRules({...})``; by default every subscriber sees every event.
     """
 
@@ -243,7 +243,7 @@ class Realtime:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        from .api.realtime import bp  # the api layer sits above the extension
+        from realtime_flask.web.api.realtime import bp  # the api layer sits above the extension
 
         settings = Settings.from_mapping(app.config)
         manager = RealtimeManager(
@@ -256,7 +256,7 @@ class Realtime:
         if self._broker is not None:
             broker = self._broker
         elif settings.redis_url:
-            from .redis_broker import RedisBroker
+            from realtime_flask.cluster.broker import RedisBroker
 
             broker = RedisBroker(
                 settings.redis_url,
@@ -266,7 +266,7 @@ class Realtime:
         else:
             broker = MemoryBroker(history_size=settings.history_size, spawn=_delivery_spawn())
         if settings.redis_url:
-            from .redis_cluster import RedisRouter
+            from realtime_flask.cluster.router import RedisRouter
 
             router = RedisRouter(
                 settings.redis_url,
@@ -341,7 +341,7 @@ def _may_change_auth(event: Event) -> bool:
 
 
 def _open_visibility() -> Visibility:
-    from .access import OpenVisibility
+    from realtime_flask.engine.access import OpenVisibility
 
     return OpenVisibility()
 

@@ -2,7 +2,7 @@
 
 Rules of this module:
 
-1. Pure.  Only the stdlib, ``realtime_flask.errors`` and ``realtime_flask.schema``
+1. Pure.  Only the stdlib, ``realtime_flask.errors`` and ``realtime_flask.core.schema``
    are imported: no sqlite3, Flask, gevent or redis.  The one clock read is the
    date macros (``@now``...) when ``RequestContext.now`` is None.
 2. Parse and resolve once.  :func:`compile_rule` parses the source and resolves
@@ -125,11 +125,11 @@ from decimal import Decimal
 from functools import lru_cache
 from itertools import product
 
-from .errors import GENERIC_400
-from .errors import RealtimeError
-from .schema import Collection
-from .schema import Field
-from .schema import Schema
+from realtime_flask.core.schema import Collection
+from realtime_flask.core.schema import Field
+from realtime_flask.core.schema import Schema
+from realtime_flask.errors import GENERIC_400
+from realtime_flask.errors import RealtimeError
 
 __all__ = [
     "GUEST",

@@ -33,20 +33,20 @@ from dataclasses import dataclass
 
 from nanoid import generate as _nanoid
 
-from . import runtime
-from . import sse
-from .errors import AccessDenied
-from .errors import BadRequest
-from .errors import ClientNotFound
-from .events import AuthUser
-from .events import Event
-from .events import same_auth
-from .runtime import ClientQueue
-from .runtime import QueueClosed
-from .topics import Subscription
+from realtime_flask import runtime
+from realtime_flask.core import sse
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.events import Event
+from realtime_flask.core.events import same_auth
+from realtime_flask.core.topics import Subscription
+from realtime_flask.errors import AccessDenied
+from realtime_flask.errors import BadRequest
+from realtime_flask.errors import ClientNotFound
+from realtime_flask.runtime import ClientQueue
+from realtime_flask.runtime import QueueClosed
 
 if t.TYPE_CHECKING:
-    from .access import EventView
+    from realtime_flask.engine.access import EventView
 
 __all__ = [
     "ClientQueue",
@@ -415,7 +415,7 @@ class RealtimeManager:
         """Queue one frame per visible matching subscription of every subscribed client.
 
         Only clients in the topic index for the event's collection (name or id)
-        are looked at.  ``view`` (see ``realtime_flask.access``) decides per
+        are looked at.  ``view`` (see ``realtime_flask.engine.access``) decides per
         (auth, subscription) whether a frame goes out and with which ``data:``
         bytes; without one every subscriber gets the event as published.  One
         pass per event: subscribers that share an auth and a topic share one

@@ -18,25 +18,25 @@ from flask import Response
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
-from . import runtime
-from .access import StoreVisibility
-from .api import http_error_response
-from .api.publish import bp as publish_bp
-from .api.records import STORE_KEY
-from .api.records import bp as records_bp
-from .auth import Blocking
-from .auth import Passwords
-from .auth import token_from_header
-from .config import env_overrides
-from .events import AuthUser
-from .extension import Realtime
-from .extension import get_state
-from .schema import SUPERUSERS
-from .schema import Schema
-from .schema import default_schema
-from .schema import load_schema_file
-from .store import RecordStore
-from .store import without_password
+from realtime_flask import runtime
+from realtime_flask.config import env_overrides
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.schema import SUPERUSERS
+from realtime_flask.core.schema import Schema
+from realtime_flask.core.schema import default_schema
+from realtime_flask.core.schema import load_schema_file
+from realtime_flask.engine.access import StoreVisibility
+from realtime_flask.store.auth import Blocking
+from realtime_flask.store.auth import Passwords
+from realtime_flask.store.auth import token_from_header
+from realtime_flask.store.records import RecordStore
+from realtime_flask.store.records import without_password
+from realtime_flask.web.api import http_error_response
+from realtime_flask.web.api.publish import bp as publish_bp
+from realtime_flask.web.api.records import STORE_KEY
+from realtime_flask.web.api.records import bp as records_bp
+from realtime_flask.web.extension import Realtime
+from realtime_flask.web.extension import get_state
 
 __all__ = ["create_app", "open_store"]
 

@@ -7,7 +7,7 @@ milliseconds and clients reconnect to the new worker at once.
 
 Use it from a gunicorn config file (the repository's ``gunicorn.conf.py`` does)::
 
-    from realtime_flask.gunicorn_hooks import post_worker_init  # noqa: F401
+    from realtime_flask.server.gunicorn_hooks import post_worker_init  # noqa: F401
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import logging
 import signal
 import typing as t
 
-from .extension import EXTENSION_KEY
-from .runtime import tune_gc
+from realtime_flask.runtime import tune_gc
+from realtime_flask.web.extension import EXTENSION_KEY
 
 __all__ = ["post_worker_init", "shutdown_app"]
 

@@ -35,24 +35,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .auth import Passwords
-from .auth import make_token
-from .auth import new_token_key
-from .auth import read_token_claims
-from .auth import verify_token
-from .errors import BadRequest
-from .errors import ErrorData
-from .errors import RealtimeError
-from .errors import ValidationFailed
-from .events import Event
-from .rules import CompiledRule
-from .rules import RequestContext
-from .rules import RuleError
-from .rules import compile_rule
-from .schema import SUPERUSERS
-from .schema import Collection
-from .schema import Field
-from .schema import Schema
+from realtime_flask.core.events import Event
+from realtime_flask.core.rules import CompiledRule
+from realtime_flask.core.rules import RequestContext
+from realtime_flask.core.rules import RuleError
+from realtime_flask.core.rules import compile_rule
+from realtime_flask.core.schema import SUPERUSERS
+from realtime_flask.core.schema import Collection
+from realtime_flask.core.schema import Field
+from realtime_flask.core.schema import Schema
+from realtime_flask.errors import BadRequest
+from realtime_flask.errors import ErrorData
+from realtime_flask.errors import RealtimeError
+from realtime_flask.errors import ValidationFailed
+from realtime_flask.store.auth import Passwords
+from realtime_flask.store.auth import make_token
+from realtime_flask.store.auth import new_token_key
+from realtime_flask.store.auth import read_token_claims
+from realtime_flask.store.auth import verify_token
 
 __all__ = [
     "Forbidden",

@@ -35,18 +35,18 @@ import typing as t
 
 from nanoid import generate as _nanoid
 
-from . import runtime
-from .errors import AccessDenied
-from .errors import BadRequest
-from .errors import BrokerUnavailable
-from .errors import ClientNotFound
-from .errors import RealtimeError
-from .events import AuthUser
-from .manager import ParkedClient
-from .manager import RealtimeManager
-from .router import LocalRouter
-from .topics import Subscription
-from .topics import parse_topic
+from realtime_flask import runtime
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.topics import Subscription
+from realtime_flask.core.topics import parse_topic
+from realtime_flask.engine.manager import ParkedClient
+from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.engine.router import LocalRouter
+from realtime_flask.errors import AccessDenied
+from realtime_flask.errors import BadRequest
+from realtime_flask.errors import BrokerUnavailable
+from realtime_flask.errors import ClientNotFound
+from realtime_flask.errors import RealtimeError
 
 __all__ = ["RedisRouter"]
 

@@ -19,7 +19,7 @@ from dataclasses import field as dc_field
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import ConfigError
+from realtime_flask.errors import ConfigError
 
 __all__ = [
     "ACTIONS",
@@ -184,8 +184,8 @@ class Schema:
         return self.rules[(collection.id, action)]
 
     def _validate(self) -> None:
-        from .rules import RuleError
-        from .rules import compile_rule
+        from realtime_flask.core.rules import RuleError
+        from realtime_flask.core.rules import compile_rule
 
         names: set[str] = set()
         ids: set[str] = set()

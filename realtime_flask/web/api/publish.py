@@ -13,13 +13,13 @@ from flask import Blueprint
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import BadRequest
-from ..errors import RealtimeError
-from ..events import Event
-from ..extension import get_state
-from . import NOT_FOUND
-from . import error_response
-from . import http_error_response
+from realtime_flask.core.events import Event
+from realtime_flask.errors import BadRequest
+from realtime_flask.errors import RealtimeError
+from realtime_flask.web.api import NOT_FOUND
+from realtime_flask.web.api import error_response
+from realtime_flask.web.api import http_error_response
+from realtime_flask.web.extension import get_state
 
 __all__ = ["bp"]
 
