@@ -16,4 +16,4 @@ graceful_timeout = 10
 # services (or test servers) on one machine would fight over it.
 control_socket_disable = True
 # No TCP_NODELAY setting is needed: gunicorn sets it on its listening socket and
-# accepted connections inherit it (tests/test_tcp_nodelay.py checks a served one).
+# accepted connections inherit it (tests/e2e/test_tcp_nodelay.py checks a served one).

@@ -12,7 +12,7 @@ For each server and each N in ``--clients``, a fresh server is started on
   ``pocketbase superuser upsert`` (same flags), and a ``public_posts`` base
   collection (one ``title`` text field, all five rules ``""``) created with
   ``POST /api/collections``;
-* **realtime_flask**: ``gunicorn -k gevent -w 1 wsgi:app`` (``tests/servers.py``)
+* **realtime_flask**: ``gunicorn -k gevent -w 1 wsgi:app`` (``tests/support/servers.py``)
   with ``REALTIME_SCHEMA=tests/js/schema.json``, ``REALTIME_DATA_DIR=<temp dir>``
   and ``--worker-connections`` raised above N (gunicorn.conf.py says 1000, and
   every open stream holds one connection of the worker).
@@ -77,14 +77,14 @@ import gevent
 import gevent.event
 import gevent.pool
 
-# tests/servers.py (GunicornServer) lives in the repository, outside the installed package.
+# tests/support/servers.py (GunicornServer) lives in the repository, outside the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from realtime_flask.testing import post_subscriptions
 from realtime_flask.testing import request_json
-from tests.servers import REPO_ROOT
-from tests.servers import GunicornServer
-from tests.servers import free_port
+from tests.support.servers import REPO_ROOT
+from tests.support.servers import GunicornServer
+from tests.support.servers import free_port
 
 HOST: t.Final[str] = "127.0.0.1"
 COLLECTION: t.Final[str] = "public_posts"

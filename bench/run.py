@@ -57,7 +57,7 @@ from bench.servers import start_server  # noqa: E402
 from bench.servers import worker_streams  # noqa: E402
 from bench.writer import WriteResult  # noqa: E402
 from bench.writer import write_at_rate  # noqa: E402
-from tests.runtime_venv import runtime_venv  # noqa: E402
+from tests.support.runtime_venv import runtime_venv  # noqa: E402
 
 Json = dict[str, t.Any]
 

@@ -10,7 +10,7 @@
 * ``rf-gunicorn-2``: ``gunicorn -k gevent -w 2 --reuse-port wsgi:app`` sharing a private
   ``redis-server`` through ``REALTIME_REDIS_URL``.
 
-realtime_flask runs from a runtime-only venv (``tests.runtime_venv``: ``pip install .``
+realtime_flask runs from a runtime-only venv (``tests.support.runtime_venv``: ``pip install .``
 without extras; plus the ``redis`` extra's requirements for the Redis variant), from the
 repository root, with ``REALTIME_SCHEMA=bench/schema.json`` and a temporary
 ``REALTIME_DATA_DIR``.
@@ -45,7 +45,7 @@ REPO_ROOT: t.Final[Path] = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.runtime_venv import runtime_venv  # noqa: E402  (stdlib only)
+from tests.support.runtime_venv import runtime_venv  # noqa: E402  (stdlib only)
 
 __all__ = [
     "ALL_SERVERS",

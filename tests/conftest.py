@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import os
 import sys
-import typing as t
 from collections.abc import Iterator
 
 import pytest
@@ -11,21 +9,8 @@ from flask.testing import FlaskClient
 
 from realtime_flask.engine.manager import RealtimeManager
 from realtime_flask.web.app import create_app
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
+from tests.support.env import TEST_CONFIG
 
 
 @pytest.fixture
@@ -36,15 +21,6 @@ def fake_clock() -> FakeClock:
 @pytest.fixture
 def manager(fake_clock: FakeClock) -> RealtimeManager:
     return RealtimeManager(queue_size=8, idle_timeout=300, max_lifetime=1800, clock=fake_clock)
-
-
-TEST_CONFIG: t.Final[dict[str, object]] = {
-    "TESTING": True,
-    "REALTIME_REAPER_ENABLED": False,
-    "REALTIME_KEEPALIVE_INTERVAL": 0.05,
-    "REALTIME_PUBLISH_SECRET": "test-secret",
-    "REALTIME_DATA_DIR": ":memory:",
-}
 
 
 @pytest.fixture
@@ -61,7 +37,7 @@ def client(app: Flask) -> FlaskClient:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Keep gevent out of this process: importing it changes what the library
-    decides (see tests/test_isolated.py); such modules live in tests/isolated/."""
+    decides (see tests/unit/test_isolated.py); such modules live in tests/isolated/."""
     isolated = any("isolated" in item.path.parts for item in session.items)
     if "gevent" in sys.modules and not isolated:
         raise pytest.UsageError(

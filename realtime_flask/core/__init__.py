@@ -3,7 +3,7 @@
 SSE framing and parsing (``sse``), topics and subscriptions (``topics``),
 record events (``events``), the collections schema as plain data
 (``schema``) and PocketBase's filter language (``rules``).  Everything here
-is a function of its arguments; ``tests/test_layering.py`` enforces the
+is a function of its arguments; ``tests/unit/test_layering.py`` enforces the
 import rules.
 """
 

@@ -14,7 +14,7 @@ Rules of this module:
    prints that tree; :meth:`CompiledRule.matches` evaluates the same tree with
    SQLite's own rules (type affinity, NULL and three-valued logic, BINARY
    collation, ASCII-only ``LIKE``/``LOWER``).  The backends agree by
-   construction, and ``tests/test_rules.py`` checks it on data.
+   construction, and ``tests/unit/core/test_rules.py`` checks it on data.
 4. Values never go into SQL text: ``?`` placeholders only, identifiers in
    double quotes.
 5. Errors carry PocketBase's generic 400 text in ``.message`` (the API sends it

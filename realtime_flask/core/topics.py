@@ -22,7 +22,7 @@ Rules:
    real id.  This is exactly equivalent to the prefix test as long as
    collection names and ids contain neither ``"/"`` nor ``"?"`` (PocketBase
    enforces ``^\\w+$``) and record ids contain no ``"?"`` (forbidden in
-   PocketBase primary keys); ``tests/test_topics.py`` checks it with Hypothesis.
+   PocketBase primary keys); ``tests/unit/core/test_topics.py`` checks it with Hypothesis.
 3. Options (``?options=<url-encoded JSON>``) are read the way PocketBase reads
    them (``url.Parse(topic).Query().Get("options")`` then ``json.Unmarshal``
    into ``{"query": map[string]any, "headers": map[string]any}``), including

@@ -54,7 +54,7 @@ class _Handler(WSGIHandler):  # type: ignore[misc]
     The head is held back by the ``_sendall`` call that sends it inside
     ``_write_with_headers`` and goes out with the first body chunk.  If a
     gevent release renames these methods, responses are sent as gevent sends
-    them (head and body apart); ``tests/test_tcp_nodelay.py`` notices.
+    them (head and body apart); ``tests/e2e/test_tcp_nodelay.py`` notices.
     """
 
     _hold_head = False

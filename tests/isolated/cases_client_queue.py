@@ -1,4 +1,4 @@
-"""ClientQueue cases for both flavours, run by tests/test_isolated.py in a fresh interpreter.
+"""ClientQueue cases for both flavours, run by tests/unit/test_isolated.py in a fresh interpreter.
 
 Importing gevent changes what the library decides for the rest of a process
 (``RedisBroker`` refuses to start when gevent is imported without patched

@@ -1,6 +1,6 @@
 """``realtime_flask.server.serve``'s handler, in process: one write for head and first chunk.
 
-Run by tests/test_isolated.py in a fresh interpreter: importing gevent changes
+Run by tests/unit/test_isolated.py in a fresh interpreter: importing gevent changes
 what the library decides for the rest of a process.
 """
 

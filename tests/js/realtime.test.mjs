@@ -1,5 +1,5 @@
 // The official PocketBase JS SDK's realtime against realtime_flask (rules issue #4).
-// Run by tests/test_js_sdk.py with BASE_URL, SU_EMAIL and SU_PASSWORD.
+// Run by tests/e2e/test_js_sdk.py with BASE_URL, SU_EMAIL and SU_PASSWORD.
 // The SDK reaches the server through a TCP proxy in this process, so a test can
 // cut its stream the way a network would.
 import assert from "node:assert/strict";

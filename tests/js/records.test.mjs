@@ -1,5 +1,5 @@
 // The official PocketBase JS SDK against realtime_flask's records and auth API.
-// Run by tests/test_js_sdk.py, which starts gunicorn -k gevent with
+// Run by tests/e2e/test_js_sdk.py, which starts gunicorn -k gevent with
 // tests/js/schema.json and passes BASE_URL, SU_EMAIL and SU_PASSWORD.
 import assert from "node:assert/strict";
 import { test } from "node:test";

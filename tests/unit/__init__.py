@@ -1,0 +1,1 @@
+"""Tests of one package at a time (real SQLite, real Redis where the package is the Redis edge)."""

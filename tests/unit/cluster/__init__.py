@@ -1,0 +1,1 @@
+"""Tests of realtime_flask.cluster against a real redis-server."""

@@ -1,0 +1,1 @@
+"""Tests of realtime_flask.web through Flask's test client."""
