@@ -1,19 +1,33 @@
 """One error tree for everything realtime_flask raises on purpose.
 
-Rule: the core raises these; only ``realtime_flask.web.api`` turns them into
-PocketBase's JSON error shape ``{"status", "message", "data"}``.  No module here
-imports Flask or Werkzeug.
+Rule: every layer raises these; only ``realtime_flask.web`` turns them into
+PocketBase's JSON error body ``{"status", "message", "data"}`` (built by
+:meth:`RealtimeError.to_body`).  No module here imports Flask or Werkzeug, and
+no other module defines an error class.
 
 ::
 
-    RealtimeError
-     ├─ ConfigError (ValueError)            start-up only
-     ├─ SSEFormatError (ValueError)         a frame that would break the stream
-     ├─ BadRequest                    400   PocketBase's generic bind/validation error
-     │   └─ ValidationFailed          400   with per-field ``data``
-     ├─ ClientNotFound (LookupError)  404   "Missing or invalid client id."
-     ├─ AccessDenied                  403   auth transition not allowed
-     └─ BrokerUnavailable             503
+    RealtimeError                           500   the root; status_hint, message, data
+     ├─ ConfigError (ValueError)                  start-up only: a bad REALTIME_* or schema
+     ├─ SSEFormatError (ValueError)               a frame that would break the stream
+     ├─ BadRequest                          400   PocketBase's generic bind/validation error
+     │   ├─ ValidationFailed                400   with per-field ``data``
+     │   ├─ UnsupportedContentType          400   a body that is neither JSON nor a form
+     │   └─ InvalidEvent (ValueError)       400   an event that cannot be published
+     ├─ Unauthorized                        401   a token or credential is required
+     ├─ Forbidden                           403   authenticated, not allowed
+     │   └─ AccessDenied                    403   a realtime POST changed the client's auth
+     ├─ NotFound (LookupError)              404   no such record or collection
+     │   ├─ MissingCollection               404   "Missing collection context."
+     │   ├─ AuthContextMissing              404   not an auth collection
+     │   └─ ClientNotFound                  404   "Missing or invalid client id."
+     ├─ StoreBusy                           503   SQLite stayed locked past the write timeout
+     └─ BrokerUnavailable                   503   the broker cannot be used
+
+Not in the tree, on purpose: ``core.rules.RuleError`` and ``core.schema.SchemaError``
+derive from it (BadRequest, ConfigError) where the filter language and schema
+are defined; ``runtime.QueueClosed`` is a signal between a stream and its queue,
+never an error a caller sees.
 """
 
 from __future__ import annotations
@@ -27,8 +41,16 @@ __all__ = [
     "ClientNotFound",
     "ConfigError",
     "ErrorData",
+    "AuthContextMissing",
+    "InvalidEvent",
+    "UnsupportedContentType",
+    "Forbidden",
+    "MissingCollection",
+    "NotFound",
     "RealtimeError",
     "SSEFormatError",
+    "StoreBusy",
+    "Unauthorized",
     "ValidationFailed",
 ]
 
@@ -78,18 +100,66 @@ class ValidationFailed(BadRequest):
     """The request body was read but a field is invalid; ``data`` names the fields."""
 
 
-class ClientNotFound(RealtimeError, LookupError):
-    """No realtime client with that id exists (never did, or its stream closed)."""
+class UnsupportedContentType(BadRequest):
+    """A request body that is neither JSON nor a form."""
+
+    default_message = "Unsupported Content-Type."
+
+
+class InvalidEvent(BadRequest, ValueError):
+    """An event that cannot be published (bad collection, action or record)."""
+
+
+class Unauthorized(RealtimeError):
+    """A valid token (or, for the publish route, the publish secret) is required."""
+
+    status_hint = 401
+    default_message = "The request requires valid record authorization token."
+
+
+class Forbidden(RealtimeError):
+    """The caller is known but may not do this (PocketBase's 403)."""
+
+    status_hint = 403
+    default_message = "Only superusers can perform this action."
+
+
+class AccessDenied(Forbidden):
+    """The POST's auth differs from the auth already stored on the client."""
+
+    default_message = "The current and the previous request authorization don't match."
+
+
+class NotFound(RealtimeError, LookupError):
+    """No such record, collection or route (PocketBase's 404)."""
 
     status_hint = 404
+    default_message = "The requested resource wasn't found."
+
+
+class MissingCollection(NotFound):
+    """The collection named in the URL does not exist."""
+
+    default_message = "Missing collection context."
+
+
+class AuthContextMissing(NotFound):
+    """An auth route named a collection that is not an auth collection."""
+
+    default_message = "Missing or invalid collection context."
+
+
+class ClientNotFound(NotFound):
+    """No realtime client with that id exists (never did, or its stream closed)."""
+
     default_message = "Missing or invalid client id."
 
 
-class AccessDenied(RealtimeError):
-    """The POST's auth differs from the auth already stored on the client."""
+class StoreBusy(RealtimeError):
+    """SQLite stayed locked by another writer past the store's write timeout."""
 
-    status_hint = 403
-    default_message = "The current and the previous request authorization don't match."
+    status_hint = 503
+    default_message = "The database is busy, try again."
 
 
 class BrokerUnavailable(RealtimeError):

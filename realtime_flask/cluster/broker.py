@@ -58,11 +58,11 @@ from dataclasses import dataclass
 
 from realtime_flask import runtime
 from realtime_flask.core.events import Event
-from realtime_flask.core.events import InvalidEvent
 from realtime_flask.engine.broker import BatchHandler
 from realtime_flask.engine.broker import EventHandler
 from realtime_flask.engine.broker import one_by_one
 from realtime_flask.errors import BrokerUnavailable
+from realtime_flask.errors import InvalidEvent
 
 if t.TYPE_CHECKING:
     import redis

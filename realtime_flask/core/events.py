@@ -11,17 +11,11 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 
-from realtime_flask.errors import RealtimeError
+from realtime_flask.errors import InvalidEvent
 
-__all__ = ["ACTIONS", "AuthUser", "Event", "InvalidEvent", "event_position", "same_auth"]
+__all__ = ["ACTIONS", "AuthUser", "Event", "event_position", "same_auth"]
 
 ACTIONS: t.Final[frozenset[str]] = frozenset({"create", "update", "delete"})
-
-
-class InvalidEvent(RealtimeError, ValueError):
-    """An event that cannot be published (bad collection, action or record)."""
-
-    status_hint = 400
 
 
 @dataclass(frozen=True, slots=True)

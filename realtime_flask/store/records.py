@@ -46,7 +46,11 @@ from realtime_flask.core.schema import Field
 from realtime_flask.core.schema import Schema
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ErrorData
-from realtime_flask.errors import RealtimeError
+from realtime_flask.errors import Forbidden
+from realtime_flask.errors import MissingCollection
+from realtime_flask.errors import NotFound
+from realtime_flask.errors import StoreBusy
+from realtime_flask.errors import Unauthorized
 from realtime_flask.errors import ValidationFailed
 from realtime_flask.store.auth import Passwords
 from realtime_flask.store.auth import make_token
@@ -82,30 +86,6 @@ _ID_PATTERN = re.compile(r"^[a-z0-9]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _URL = re.compile(r"^https?://[^\s/$.?#].[^\s]*$", re.IGNORECASE)
 _SORT_FIELD = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-class Forbidden(RealtimeError):
-    status_hint = 403
-    default_message = "Only superusers can perform this action."
-
-
-class NotFound(RealtimeError, LookupError):
-    status_hint = 404
-    default_message = "The requested resource wasn't found."
-
-
-class MissingCollection(NotFound):
-    default_message = "Missing collection context."
-
-
-class StoreBusy(RealtimeError):
-    status_hint = 503
-    default_message = "The database is busy, try again."
-
-
-class Unauthorized(RealtimeError):
-    status_hint = 401
-    default_message = "The request requires valid record authorization token."
 
 
 def _field_paths(spec: str) -> list[list[str]]:

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from realtime_flask.core.events import Event
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import RealtimeError
+from realtime_flask.errors import Unauthorized
 from realtime_flask.web.api import NOT_FOUND
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
@@ -28,11 +29,6 @@ bp.register_error_handler(RealtimeError, error_response)
 bp.register_error_handler(HTTPException, http_error_response)
 
 
-class Unauthorized(RealtimeError):
-    status_hint = 401
-    default_message = "The request requires valid publish credentials."
-
-
 @bp.post("/api/realtime/publish")
 def publish() -> tuple[dict[str, object], int]:
     secret = get_state().settings.publish_secret
@@ -41,7 +37,7 @@ def publish() -> tuple[dict[str, object], int]:
     given = request.headers.get("Authorization", "")
     given = given.removeprefix("Bearer ").strip()
     if not hmac.compare_digest(given.encode(), secret.encode()):
-        raise Unauthorized()
+        raise Unauthorized("The request requires valid publish credentials.")
     request.max_content_length = 1024 * 1024
     body = request.get_json(silent=True)
     if not isinstance(body, dict):

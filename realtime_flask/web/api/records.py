@@ -33,11 +33,14 @@ from werkzeug.exceptions import HTTPException
 from realtime_flask.core.rules import RequestContext
 from realtime_flask.core.schema import SUPERUSERS
 from realtime_flask.core.schema import Collection
+from realtime_flask.errors import AuthContextMissing
 from realtime_flask.errors import BadRequest
+from realtime_flask.errors import Forbidden
 from realtime_flask.errors import RealtimeError
+from realtime_flask.errors import Unauthorized
+from realtime_flask.errors import UnsupportedContentType
 from realtime_flask.store.auth import token_from_header
 from realtime_flask.store.records import RecordStore
-from realtime_flask.store.records import Unauthorized
 from realtime_flask.store.records import pick_fields
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
@@ -83,15 +86,6 @@ def _headers(response: Response) -> Response:
             if requested:
                 response.headers["Access-Control-Allow-Headers"] = requested
     return response
-
-
-class AuthContextMissing(RealtimeError):
-    status_hint = 404
-    default_message = "Missing or invalid collection context."
-
-
-class UnsupportedContentType(BadRequest):
-    default_message = "Unsupported Content-Type."
 
 
 def get_store() -> RecordStore:
@@ -305,9 +299,5 @@ def auth_refresh(collection: str) -> Response:
         raise Unauthorized()
     token_coll, record = found
     if token_coll.id != coll.id:
-        raise Forbidden403(f"The request requires auth record from {token_coll.name} collection.")
+        raise Forbidden(f"The request requires auth record from {token_coll.name} collection.")
     return _auth_response(store, coll, record)
-
-
-class Forbidden403(RealtimeError):
-    status_hint = 403

@@ -23,8 +23,8 @@ from realtime_flask.cluster.broker import HISTORY_LOST
 from realtime_flask.cluster.broker import OUTBOX_OVERFLOW
 from realtime_flask.cluster.broker import RedisBroker
 from realtime_flask.core.events import Event
-from realtime_flask.core.events import InvalidEvent
 from realtime_flask.errors import BrokerUnavailable
+from realtime_flask.errors import InvalidEvent
 from tests.support.clock import FakeClock
 from tests.support.redis_server import RedisServer
 from tests.support.servers import REPO_ROOT

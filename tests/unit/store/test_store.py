@@ -9,11 +9,11 @@ from realtime_flask.core.events import Event
 from realtime_flask.core.rules import RequestContext
 from realtime_flask.core.schema import Schema
 from realtime_flask.errors import BadRequest
+from realtime_flask.errors import Forbidden
+from realtime_flask.errors import MissingCollection
+from realtime_flask.errors import NotFound
 from realtime_flask.errors import ValidationFailed
 from realtime_flask.store.auth import Passwords
-from realtime_flask.store.records import Forbidden
-from realtime_flask.store.records import MissingCollection
-from realtime_flask.store.records import NotFound
 from realtime_flask.store.records import RecordStore
 
 SCHEMA = [
@@ -426,7 +426,7 @@ class TestWriteLock:
     def test_a_lock_held_too_long_is_a_503_and_changes_nothing(self, tmp_path: t.Any) -> None:
         import sqlite3
 
-        from realtime_flask.store.records import StoreBusy
+        from realtime_flask.errors import StoreBusy
 
         path = str(tmp_path / "data.db")
         store = self.make(path, write_timeout=0.1)

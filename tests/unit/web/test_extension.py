@@ -8,11 +8,11 @@ from flask import Flask
 from realtime_flask import Realtime
 from realtime_flask.core import sse
 from realtime_flask.core.events import Event
-from realtime_flask.core.events import InvalidEvent
 from realtime_flask.core.topics import parse_topic
 from realtime_flask.engine.access import EventView
 from realtime_flask.engine.access import OpenVisibility
 from realtime_flask.engine.broker import MemoryBroker
+from realtime_flask.errors import InvalidEvent
 from realtime_flask.testing import TestEventStream
 from realtime_flask.web.extension import get_state
 
