@@ -2,9 +2,9 @@
 
 Everything that needs a concurrency primitive gets it here: the per-client
 frame queue, background loops, a cooperative yield, a thread pool for CPU-heavy
-calls, and the peer-EOF watch.  Nothing else in the package imports gevent for
-primitives (the gevent WSGI server in ``serve.py`` is an entry point, not a
-primitive).
+calls and SQLite statements (``run_blocking``), timers, and the peer-EOF
+watch.  Nothing else in the package imports gevent for primitives (the gevent
+WSGI server in ``server/serve.py`` is an entry point, not a primitive).
 
 Rules:
 
@@ -40,7 +40,9 @@ __all__ = [
     "tune_gc",
     "gevent_active",
     "new_client_queue",
+    "call_later",
     "require_patched_sockets",
+    "reserve_threads",
     "run_blocking",
     "spawn_daemon",
     "watch_peer_eof",
@@ -90,14 +92,53 @@ def cooperative_sleep(seconds: float = 0.0) -> None:
     time.sleep(seconds)  # gevent.sleep under patching
 
 
-def run_blocking(fn: t.Callable[[], t.Any]) -> t.Any:
-    """Run a CPU-heavy ``fn`` off the gevent hub (gevent's thread pool) so other
-    greenlets keep running; called directly when gevent is not active."""
+_T = t.TypeVar("_T")
+
+
+def run_blocking(fn: t.Callable[[], _T]) -> _T:
+    """Run ``fn`` off the gevent hub and wait for it; called directly when gevent is not active.
+
+    Under gevent ``fn`` runs on a thread of the hub's thread pool while the
+    calling greenlet waits and every other greenlet keeps running: for
+    CPU-heavy work and for C calls that release the GIL (an ``sqlite3``
+    statement, scrypt).  ``fn`` must not use gevent objects or patched locks
+    (it is on another OS thread); exceptions propagate to the caller.
+    """
     if not gevent_active():
         return fn()
     import gevent
 
-    return gevent.get_hub().threadpool.apply(fn)
+    return t.cast(_T, gevent.get_hub().threadpool.apply(fn))
+
+
+def reserve_threads(count: int) -> None:
+    """Make sure ``run_blocking`` can run ``count`` calls at once (grows gevent's
+    pool, never shrinks it); nothing to do with plain threads."""
+    if not gevent_active():
+        return
+    import gevent
+
+    pool = gevent.get_hub().threadpool
+    if pool.maxsize < count:
+        pool.maxsize = count
+
+
+def call_later(seconds: float, fn: t.Callable[[], object]) -> t.Callable[[], None]:
+    """Call ``fn`` once after ``seconds`` unless the returned ``cancel`` is called first.
+
+    Under gevent a libev timer on the hub (no greenlet, no thread); otherwise
+    a ``threading.Timer``.  ``fn`` must be quick and must not block.
+    """
+    if gevent_active():
+        import gevent
+
+        timer = gevent.get_hub().loop.timer(seconds)
+        timer.start(fn)
+        return t.cast(t.Callable[[], None], timer.close)
+    thread = threading.Timer(seconds, fn)
+    thread.daemon = True
+    thread.start()
+    return thread.cancel
 
 
 #: Allocations between two young-generation collections (CPython's default: 700).

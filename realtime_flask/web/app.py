@@ -45,7 +45,7 @@ def _blocking_runner() -> Blocking | None:
     """Run CPU-heavy hashing in gevent's thread pool when the process is patched."""
     if not runtime.gevent_active():
         return None
-    return lambda fn: t.cast(bytes, runtime.run_blocking(fn))
+    return runtime.run_blocking
 
 
 def open_store(app: Flask) -> RecordStore:
