@@ -13,6 +13,7 @@ no other module defines an error class.
      ├─ BadRequest                          400   PocketBase's generic bind/validation error
      │   ├─ ValidationFailed                400   with per-field ``data``
      │   ├─ UnsupportedContentType          400   a body that is neither JSON nor a form
+     │   ├─ QueryTimeout                    400   a statement ran past REALTIME_QUERY_TIMEOUT
      │   └─ InvalidEvent (ValueError)       400   an event that cannot be published
      ├─ Unauthorized                        401   a token or credential is required
      ├─ Forbidden                           403   authenticated, not allowed
@@ -47,6 +48,7 @@ __all__ = [
     "Forbidden",
     "MissingCollection",
     "NotFound",
+    "QueryTimeout",
     "RealtimeError",
     "SSEFormatError",
     "StoreBusy",
@@ -104,6 +106,13 @@ class UnsupportedContentType(BadRequest):
     """A request body that is neither JSON nor a form."""
 
     default_message = "Unsupported Content-Type."
+
+
+class QueryTimeout(BadRequest):
+    """A statement ran past ``REALTIME_QUERY_TIMEOUT`` and was interrupted.
+
+    PocketBase answers a query cancelled by its deadline with its generic 400.
+    """
 
 
 class InvalidEvent(BadRequest, ValueError):

@@ -45,6 +45,7 @@ def test_each_error_gives_pocketbase_body(cls: type[errors.RealtimeError]) -> No
     ("cls", "status"),
     [
         (errors.BadRequest, 400),
+        (errors.QueryTimeout, 400),
         (errors.ValidationFailed, 400),
         (errors.InvalidEvent, 400),
         (errors.Unauthorized, 401),
