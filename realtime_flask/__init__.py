@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Realtime": "realtime_flask.web.extension",
-    "RealtimeState": "realtime_flask.web.extension",
+    "RealtimeState": "realtime_flask.engine.hub",
     "get_state": "realtime_flask.web.extension",
     "create_app": "realtime_flask.web.app",
     "RealtimeManager": "realtime_flask.engine.manager",
@@ -42,12 +42,12 @@ if t.TYPE_CHECKING:
     from realtime_flask.core.topics import parse_topic as parse_topic
     from realtime_flask.engine.broker import Broker as Broker
     from realtime_flask.engine.broker import MemoryBroker as MemoryBroker
+    from realtime_flask.engine.hub import RealtimeState as RealtimeState
     from realtime_flask.engine.manager import RealtimeClient as RealtimeClient
     from realtime_flask.engine.manager import RealtimeManager as RealtimeManager
     from realtime_flask.errors import RealtimeError as RealtimeError
     from realtime_flask.web.app import create_app as create_app
     from realtime_flask.web.extension import Realtime as Realtime
-    from realtime_flask.web.extension import RealtimeState as RealtimeState
     from realtime_flask.web.extension import get_state as get_state
 
 

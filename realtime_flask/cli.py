@@ -38,7 +38,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             monkey.patch_all()
         from realtime_flask.server.serve import serve as run
         from realtime_flask.web.app import create_app
-        from realtime_flask.web.extension import get_state
+        from realtime_flask.web.state import get_state
 
         try:
             app = create_app()

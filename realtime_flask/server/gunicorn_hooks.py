@@ -17,7 +17,7 @@ import signal
 import typing as t
 
 from realtime_flask.runtime import tune_gc
-from realtime_flask.web.extension import EXTENSION_KEY
+from realtime_flask.web.state import EXTENSION_KEY
 
 __all__ = ["post_worker_init", "shutdown_app"]
 

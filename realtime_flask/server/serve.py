@@ -22,7 +22,7 @@ import typing as t
 from gevent.pywsgi import WSGIHandler
 from gevent.pywsgi import WSGIServer
 
-from realtime_flask.web.extension import get_state
+from realtime_flask.web.state import get_state
 
 if t.TYPE_CHECKING:
     from flask import Flask

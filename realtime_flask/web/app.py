@@ -4,6 +4,10 @@ Order as in the Flask tutorial: defaults, then ``REALTIME_*`` environment
 variables, then the ``config`` passed in, then extensions, then blueprints.
 The service is the extension plus the embedded record store: every committed
 write of the records API is published as a realtime event.
+
+Parts are built bottom-up and never patched afterwards: the broker first, then
+the store (its ``on_event`` is the broker's ``publish``), then the hub with the
+store's visibility and auth hooks.  The store never calls into the web layer.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
 from realtime_flask import runtime
+from realtime_flask.config import Settings
 from realtime_flask.config import env_overrides
 from realtime_flask.core.events import AuthUser
+from realtime_flask.core.events import Event
 from realtime_flask.core.schema import SUPERUSERS
 from realtime_flask.core.schema import Schema
 from realtime_flask.core.schema import default_schema
@@ -36,7 +42,8 @@ from realtime_flask.web.api.publish import bp as publish_bp
 from realtime_flask.web.api.records import STORE_KEY
 from realtime_flask.web.api.records import bp as records_bp
 from realtime_flask.web.extension import Realtime
-from realtime_flask.web.extension import get_state
+from realtime_flask.web.extension import build_broker
+from realtime_flask.web.state import get_state
 
 __all__ = ["create_app", "open_store"]
 
@@ -48,9 +55,13 @@ def _blocking_runner() -> Blocking | None:
     return runtime.run_blocking
 
 
-def open_store(app: Flask) -> RecordStore:
-    """The app's record store, built from ``REALTIME_SCHEMA`` and ``REALTIME_DATA_DIR``."""
-    settings = get_state(app).settings
+def open_store(settings: Settings, *, on_event: t.Callable[[Event], object]) -> RecordStore:
+    """The record store of ``settings`` (``REALTIME_SCHEMA``, ``REALTIME_DATA_DIR``),
+    calling ``on_event`` with every committed change.
+
+    Raises SchemaError (a ConfigError) for a bad schema file; OSError when
+    the data folder cannot be made.
+    """
     schema: Schema = load_schema_file(settings.schema) if settings.schema else default_schema()
     if settings.data_dir == ":memory:":
         path = ":memory:"
@@ -61,7 +72,7 @@ def open_store(app: Flask) -> RecordStore:
     return RecordStore(
         schema,
         path,
-        on_event=get_state(app).publish,
+        on_event=on_event,
         passwords=Passwords(_blocking_runner()),
     )
 
@@ -111,12 +122,26 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
     app.config.update(env_overrides())
     if config:
         app.config.update(config)
-    Realtime(app)
-    store = app.extensions[STORE_KEY] = open_store(app)
-    state = get_state(app)
-    state.visibility = StoreVisibility(store)
-    state.auth_resolver = store_auth_resolver(store)
-    state.auth_refresher = store_auth_refresher(store)
+    settings = Settings.from_mapping(app.config)
+    broker = build_broker(settings)
+    try:
+        store = open_store(settings, on_event=broker.publish)
+    except BaseException:
+        broker.close()
+        raise
+    try:
+        Realtime(
+            app,
+            broker=broker,
+            visibility=StoreVisibility(store),
+            auth_resolver=store_auth_resolver(store),
+            auth_refresher=store_auth_refresher(store),
+        )
+    except BaseException:  # e.g. BrokerUnavailable from the broker's start
+        broker.close()
+        store.close()
+        raise
+    app.extensions[STORE_KEY] = store
     app.register_blueprint(records_bp)
     app.register_blueprint(publish_bp)
     app.register_error_handler(HTTPException, _app_http_error)

@@ -20,7 +20,7 @@ from realtime_flask.errors import Unauthorized
 from realtime_flask.web.api import NOT_FOUND
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
-from realtime_flask.web.extension import get_state
+from realtime_flask.web.state import get_state
 
 __all__ = ["bp"]
 

@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 from realtime_flask import runtime
 from realtime_flask.core import sse
 from realtime_flask.core.topics import validate_subscribe_request
+from realtime_flask.engine.hub import RealtimeState
 from realtime_flask.engine.manager import RealtimeClient
 from realtime_flask.engine.manager import RealtimeManager
 from realtime_flask.errors import RealtimeError
@@ -36,8 +37,7 @@ from realtime_flask.web.api import NOT_FOUND
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api import json_object
-from realtime_flask.web.extension import RealtimeState
-from realtime_flask.web.extension import get_state
+from realtime_flask.web.state import get_state
 
 __all__ = ["bp"]
 

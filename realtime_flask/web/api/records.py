@@ -45,7 +45,7 @@ from realtime_flask.store.records import pick_fields
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api import json_object
-from realtime_flask.web.extension import get_state
+from realtime_flask.web.state import get_state
 
 __all__ = ["bp", "get_store", "request_context", "snake_header"]
 

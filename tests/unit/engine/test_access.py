@@ -30,11 +30,11 @@ from realtime_flask.engine.access import PythonRules
 from realtime_flask.engine.access import StoreVisibility
 from realtime_flask.engine.access import Visibility
 from realtime_flask.engine.broker import MemoryBroker
+from realtime_flask.engine.hub import RealtimeState
 from realtime_flask.engine.manager import RealtimeClient
 from realtime_flask.engine.manager import RealtimeManager
 from realtime_flask.store.auth import Passwords
 from realtime_flask.store.records import RecordStore
-from realtime_flask.web.extension import RealtimeState
 from tests.support.clock import FakeClock
 
 Record = dict[str, t.Any]

@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.topics import Subscription
 from realtime_flask.engine.access import _PublishedView
+from realtime_flask.engine.hub import RESET_EVENT
 from realtime_flask.testing import TestEventStream
 from realtime_flask.web.app import create_app
-from realtime_flask.web.extension import RESET_EVENT
 from realtime_flask.web.extension import get_state
 from tests.support.env import TEST_CONFIG
 

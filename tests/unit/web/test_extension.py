@@ -7,14 +7,19 @@ from flask import Flask
 
 from realtime_flask import Realtime
 from realtime_flask.core import sse
+from realtime_flask.core.events import AuthUser
 from realtime_flask.core.events import Event
 from realtime_flask.core.topics import parse_topic
 from realtime_flask.engine.access import EventView
 from realtime_flask.engine.access import OpenVisibility
+from realtime_flask.engine.access import StoreVisibility
 from realtime_flask.engine.broker import MemoryBroker
 from realtime_flask.errors import InvalidEvent
 from realtime_flask.testing import TestEventStream
+from realtime_flask.web.api.records import STORE_KEY
+from realtime_flask.web.app import create_app
 from realtime_flask.web.extension import get_state
+from tests.support.env import TEST_CONFIG
 
 CONFIG = {"TESTING": True, "REALTIME_REAPER_ENABLED": False, "REALTIME_KEEPALIVE_INTERVAL": 0.05}
 
@@ -137,4 +142,37 @@ def test_a_failing_event_in_a_batch_costs_only_itself() -> None:
         for m in sse.SSEParser().feed(client.controller.get(timeout=0) or b"")
     ]
     assert data == ["a", "c"]
+    state.shutdown()
+
+
+def test_init_app_takes_its_parts_as_keywords() -> None:
+    """Keywords of ``init_app`` win over the constructor's; the hub is built with them."""
+    realtime = Realtime(visibility=OpenVisibility())
+    app = Flask("user_app")
+    app.config.update(CONFIG)
+    broker = MemoryBroker()
+    picky = _Picky()
+
+    def resolver(request: object) -> AuthUser | None:
+        return None
+
+    def refresher(user: AuthUser) -> AuthUser | None:
+        return user
+
+    realtime.init_app(
+        app, broker=broker, visibility=picky, auth_resolver=resolver, auth_refresher=refresher
+    )
+    state = get_state(app)
+    assert state.broker is broker and state.visibility is picky
+    assert state.auth_resolver is resolver and state.auth_refresher is refresher
+    state.shutdown()
+
+
+def test_create_app_wires_the_store_to_the_broker_and_the_hub_to_the_store() -> None:
+    app = create_app(TEST_CONFIG)
+    state = get_state(app)
+    store = app.extensions[STORE_KEY]
+    assert store.on_event == state.broker.publish  # no call up into the web layer
+    assert isinstance(state.visibility, StoreVisibility) and state.visibility.store is store
+    assert state.auth_refresher is not None
     state.shutdown()

@@ -1,0 +1,247 @@
+"""The per-process hub: one app's manager, broker, router, visibility and auth hooks.
+
+``RealtimeState`` is what an event goes through between the broker and the
+clients' queues (``deliver_many``), what a new stream registers with
+(``open_client``, resuming a parked client) and what a shutdown closes.  It
+knows no web framework: the web layer builds its parts (a Redis broker and
+router included) and passes them in, once; nothing is patched in afterwards.
+
+Rules:
+
+1. Every part is given at construction; the hub only tracks ``last_delivered``
+   (the newest event handed to the manager, for resumes).
+2. ``start`` wires the hub to its broker (batch handler, reset handler) and
+   starts the broker, the router and the reaper; ``shutdown`` undoes it.
+3. No Flask, redis or sqlite3 here: the hub imports engine, core, runtime,
+   config and errors only.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from dataclasses import dataclass
+from dataclasses import replace
+
+from realtime_flask.config import Settings
+from realtime_flask.core import sse
+from realtime_flask.core.events import AuthUser
+from realtime_flask.core.events import Event
+from realtime_flask.core.events import event_position
+from realtime_flask.engine.broker import Broker
+from realtime_flask.engine.manager import DispatchResult
+from realtime_flask.engine.manager import RealtimeClient
+from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.engine.manager import Reaper
+from realtime_flask.engine.router import LocalRouter
+from realtime_flask.engine.router import Router
+from realtime_flask.errors import RealtimeError
+
+if t.TYPE_CHECKING:
+    from realtime_flask.engine.access import EventView
+    from realtime_flask.engine.access import Visibility
+
+__all__ = [
+    "RESET_EVENT",
+    "AuthRefresher",
+    "AuthResolver",
+    "RealtimeState",
+    "may_change_auth",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The SSE event sent when a client may have missed events (Redis outage past
+#: the outbox, or history that no longer reaches back): refetch, then go on.
+RESET_EVENT = "RF_RESET"
+
+#: Turns a request (whatever the web layer hands over) into the auth record it
+#: carries (None = guest).
+AuthResolver = t.Callable[[t.Any], AuthUser | None]
+#: Re-reads a resumed client's auth record: the fresh AuthUser, or None when it
+#: is gone or its tokenKey rotated (the client resumes as a guest).
+AuthRefresher = t.Callable[[AuthUser], AuthUser | None]
+
+
+@dataclass(slots=True)
+class RealtimeState:
+    """Everything one app's realtime needs in one process, built once.
+
+    :param settings: the validated ``REALTIME_*`` settings.
+    :param manager: the clients of this process.
+    :param broker: where events are published and delivered from.
+    :param reaper: the idle reaper (None when ``REALTIME_REAPER_ENABLED`` is off).
+    :param auth_resolver: maps a subscriptions request to its AuthUser.
+    :param visibility: who sees which event; None shows every event as published.
+    :param router: where subscription POSTs are applied (a LocalRouter when None).
+    :param auth_refresher: re-reads a resumed client's auth (None keeps it as parked).
+    """
+
+    settings: Settings
+    manager: RealtimeManager
+    broker: Broker
+    reaper: Reaper | None
+    auth_resolver: AuthResolver
+    visibility: Visibility | None = None
+    router: Router | None = None
+    #: Id of the newest event handed to the manager (set before its fan-out).
+    last_delivered: str = ""
+    auth_refresher: AuthRefresher | None = None
+
+    def start(self) -> None:
+        """Subscribe to the broker (batches when it offers them) and its resets,
+        then start the broker, the router and the reaper.
+
+        Raises what the broker's or the router's ``start`` raises (e.g.
+        BrokerUnavailable under gevent with unpatched sockets).
+        """
+        subscribe_many = getattr(self.broker, "subscribe_many", None)
+        if subscribe_many is not None:
+            subscribe_many(self.deliver_many)
+        else:  # a broker of the app's own making
+            self.broker.subscribe(self.deliver)
+        self.broker.subscribe_reset(self.reset)
+        self.broker.start()
+        self.routing.start()
+        if self.reaper is not None:
+            self.reaper.start()
+
+    def publish(self, event: Event) -> Event:
+        """Hand ``event`` to the broker; returns it with its id (see ``Broker.publish``)."""
+        return self.broker.publish(event)
+
+    def deliver_many(self, events: list[Event]) -> DispatchResult:
+        """The broker's batch handler: ``deliver`` for a run of events, with one
+        fan-out pass (one write per client) for each stretch of events that
+        change no connected client's auth; events that may are delivered alone,
+        so auth side effects keep their place in the order."""
+        total = DispatchResult(0, 0, 0)
+        run: list[Event] = []
+        for event in events:
+            if may_change_auth(event):
+                total += self._deliver_run(run)
+                run = []
+                total += self.deliver(event)
+            else:
+                run.append(event)
+        return total + self._deliver_run(run)
+
+    def _deliver_run(self, run: list[Event]) -> DispatchResult:
+        if not run:
+            return DispatchResult(0, 0, 0)
+        # Set first: a client resumed during this fan-out replays these events.
+        self.last_delivered = run[-1].id
+        items: list[tuple[Event, EventView | None]] = []
+        for event in run:
+            try:
+                view = None if self.visibility is None else self.visibility.begin(event)
+            except Exception:  # one event's failure must not cost the others
+                logger.exception("realtime visibility failed for event %s", event.id)
+                continue
+            items.append((event, view))
+        return self.manager.dispatch_many(items)
+
+    def deliver(self, event: Event) -> DispatchResult:
+        """The broker's handler: auth side effects, then the rule-filtered fan-out."""
+        # Set first: a client resumed during this fan-out replays this event.
+        self.last_delivered = event.id
+        view = None if self.visibility is None else self.visibility.begin(event)
+        if event.action == "delete":
+            # PocketBase checks a delete before it happens, so the owner of a
+            # deleted auth record still gets that record's delete frame.
+            result = self.manager.dispatch(event, view)
+            self.manager.apply_auth_change(event)
+            return result
+        self.manager.apply_auth_change(event)
+        return self.manager.dispatch(event, view)
+
+    def open_client(self, remote_addr: str | None, last_event_id: str = "") -> RealtimeClient:
+        """Register the client of a new stream, resuming a parked one when asked.
+
+        ``last_event_id`` is ``<clientId>.<event id>`` as our frames carry it.  A
+        client parked within the grace period from the same address comes back
+        with its id, topics and auth, and its queue starts with the events it
+        missed since that id (filtered by its rules, in order, no duplicates;
+        an ``RF_RESET`` frame instead when the history no longer reaches back);
+        anything else gets a fresh client.
+        """
+        client_id, _, position = last_event_id.rpartition(".")
+        parked = None
+        if client_id and position and client_id.isalnum():
+            parked = self.routing.take_parked(client_id, remote_addr)
+        if parked is None:
+            return self.manager.register_client(remote_addr=remote_addr)
+        if parked.user is not None and self.auth_refresher is not None:
+            parked = replace(parked, user=self.auth_refresher(parked.user))
+        # Events up to here are replayed, later ones come live.  A worker that
+        # has delivered nothing yet replays up to where its listener started.
+        upto = self.last_delivered or str(self.broker.status().get("lastId", ""))
+        try:
+            client = self.manager.register_client(remote_addr=remote_addr, resume=parked)
+        except RealtimeError:
+            return self.manager.register_client(remote_addr=remote_addr)
+        self._replay(client, position, upto)
+        return client
+
+    def _replay(self, client: RealtimeClient, after: str, upto: str) -> None:
+        frames: list[bytes] = []
+        complete = bool(upto) and self._collect(client, after, upto, frames)
+        if not complete or len(frames) > self.manager.queue_size:
+            reset = sse.format_event_body(RESET_EVENT, {"reason": "history_lost"})
+            frames = [client.id_line + reset]
+        client.controller.put_front(frames)
+
+    def _collect(self, client: RealtimeClient, after: str, upto: str, out: list[bytes]) -> bool:
+        """Frames of the events in (after, upto]; False if history does not cover it."""
+        limit = event_position(upto)
+        if event_position(after) >= limit:
+            return True
+        page = 500
+        for _ in range(10_000):  # bounded: history_size / page pages at most
+            try:
+                history = self.broker.history(after, page)
+            except RealtimeError:
+                return False
+            if history is None:
+                return False
+            for event in history:
+                if event_position(event.id) > limit:
+                    return True
+                view = None if self.visibility is None else self.visibility.begin(event)
+                out.extend(self.manager.render(client, event, view))
+                if len(out) > self.manager.queue_size:
+                    return True  # too far behind: the caller sends a reset
+                after = event.id
+            if event_position(after) >= limit:
+                return True
+            if len(history) < page:
+                return False  # the log ends before `upto`: it was lost
+            self.manager.pause()
+        return False
+
+    @property
+    def routing(self) -> Router:
+        """Where subscription POSTs are applied (this process unless scaled out)."""
+        if self.router is None:
+            self.router = LocalRouter(self.manager)
+        return self.router
+
+    def reset(self, reason: str) -> int:
+        """Tell every client that events may have been lost (``RF_RESET``): refetch."""
+        return self.manager.send_to_all(RESET_EVENT, {"reason": reason})
+
+    def shutdown(self) -> int:
+        """Stop the reaper and close every stream cleanly; returns streams closed."""
+        if self.reaper is not None:
+            self.reaper.stop()
+        closed = self.manager.close_all()
+        if self.router is not None:
+            self.router.close()
+        self.broker.close()
+        return closed
+
+
+def may_change_auth(event: Event) -> bool:
+    """Whether ``RealtimeManager.apply_auth_change`` may act on ``event``."""
+    stored = event.stored
+    return stored is not None and event.action != "create" and "tokenKey" in stored
