@@ -20,6 +20,7 @@ from realtime_flask.errors import Unauthorized
 from realtime_flask.web.api import NOT_FOUND
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
+from realtime_flask.web.api.cors import cors
 from realtime_flask.web.state import get_state
 
 __all__ = ["bp"]
@@ -27,6 +28,7 @@ __all__ = ["bp"]
 bp = Blueprint("realtime_publish", __name__)
 bp.register_error_handler(RealtimeError, error_response)
 bp.register_error_handler(HTTPException, http_error_response)
+bp.after_request(cors)
 
 
 @bp.post("/api/realtime/publish")

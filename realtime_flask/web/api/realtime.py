@@ -37,6 +37,7 @@ from realtime_flask.web.api import NOT_FOUND
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api import json_object
+from realtime_flask.web.api.cors import cors
 from realtime_flask.web.state import get_state
 
 __all__ = ["bp"]
@@ -54,22 +55,7 @@ SOCKET_KEYS: t.Final[tuple[str, ...]] = ("gunicorn.socket", "realtime_flask.sock
 
 bp.register_error_handler(RealtimeError, error_response)
 bp.register_error_handler(HTTPException, http_error_response)
-
-
-@bp.after_request
-def _cors(response: Response) -> Response:
-    origin = get_state().settings.cors_origin
-    if origin:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        if request.method == "OPTIONS":
-            response.status_code = 204
-            response.headers.pop("Content-Type", None)
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            requested = request.headers.get("Access-Control-Request-Headers")
-            if requested:
-                response.headers["Access-Control-Allow-Headers"] = requested
-            response.headers["Vary"] = "Origin"
-    return response
+bp.after_request(cors)
 
 
 @bp.get("/api/realtime")

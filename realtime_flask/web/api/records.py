@@ -45,13 +45,14 @@ from realtime_flask.store.records import pick_fields
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api import json_object
-from realtime_flask.web.state import get_state
+from realtime_flask.web.api.cors import cors
 
 __all__ = ["bp", "get_store", "request_context", "snake_header"]
 
 bp = Blueprint("realtime_records", __name__)
 bp.register_error_handler(RealtimeError, error_response)
 bp.register_error_handler(HTTPException, http_error_response)
+bp.after_request(cors)
 
 STORE_KEY = "realtime_store"
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -65,26 +66,12 @@ SECURITY_HEADERS: t.Final[dict[str, str]] = {
     "X-Xss-Protection": "1; mode=block",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-CORS_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
 
 
 @bp.after_request
-def _headers(response: Response) -> Response:
-    """Security headers, and CORS (``REALTIME_CORS_ORIGIN``) so browser apps can call us."""
+def _security_headers(response: Response) -> Response:
+    """PocketBase's security headers (CORS: ``web/api/cors.py``)."""
     response.headers.update(SECURITY_HEADERS)
-    response.vary.add("Origin")
-    origin = get_state().settings.cors_origin
-    if origin and request.headers.get("Origin"):
-        response.headers["Access-Control-Allow-Origin"] = origin
-        if request.method == "OPTIONS":  # preflight
-            response.status_code = 204
-            response.set_data(b"")
-            response.headers.pop("Content-Type", None)
-            response.headers.pop("Allow", None)
-            response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
-            requested = request.headers.get("Access-Control-Request-Headers")
-            if requested:
-                response.headers["Access-Control-Allow-Headers"] = requested
     return response
 
 
