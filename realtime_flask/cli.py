@@ -32,9 +32,11 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     from realtime_flask.errors import RealtimeError
 
     if args.command == "serve":
-        from gevent import monkey
+        from realtime_flask import runtime
 
-        if not monkey.is_module_patched("socket"):
+        if not runtime.gevent_active():
+            from gevent import monkey
+
             monkey.patch_all()
         from realtime_flask.server.serve import serve as run
         from realtime_flask.web.app import create_app
@@ -45,14 +47,13 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         except RealtimeError as exc:  # a bad setting, schema, or a missing extra: one line
             print(f"error: {exc.message}", file=sys.stderr)
             return 1
-        from realtime_flask.runtime import tune_gc
-
-        tune_gc()  # no full GC passes over start-up objects, fewer promotions
+        runtime.tune_gc()  # no full GC passes over start-up objects, fewer promotions
         settings = get_state(app).settings
         run(app, args.host or settings.host, args.port or settings.port)
         return 0
 
     from realtime_flask.store.records import RecordStore
+    from realtime_flask.web.api.records import STORE_KEY
     from realtime_flask.web.app import create_app
 
     try:
@@ -60,7 +61,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     except RealtimeError as exc:  # a bad schema file or setting: one line, no traceback
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    store = t.cast(RecordStore, app.extensions["realtime_store"])
+    store = t.cast(RecordStore, app.extensions[STORE_KEY])
     try:
         _, created = store.upsert_superuser(args.email, args.password)
     except RealtimeError as exc:
