@@ -5,6 +5,10 @@ sqlite).  A schema is validated as a whole when it is built: an unknown field
 type, a relation to a missing collection or a rule that does not parse raises
 one SchemaError naming the collection and the field.  Rules are compiled once,
 here, and the compiled objects are shared by the REST API and realtime.
+
+Imports point one way: this module imports ``core.rules`` to compile; the rules
+package never imports this one (it reads collections through the protocols of
+``core.rules.catalog``, which ``Field``, ``Collection`` and ``Schema`` satisfy).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from dataclasses import field as dc_field
 from dataclasses import replace
 from pathlib import Path
 
+from realtime_flask.core.rules import CompiledRule
+from realtime_flask.core.rules import RuleError
+from realtime_flask.core.rules import compile_rule
 from realtime_flask.errors import ConfigError
 
 __all__ = [
@@ -170,7 +177,8 @@ class Schema:
         self.collections: tuple[Collection, ...] = tuple(collections)
         self._by_name = {c.name: c for c in self.collections}
         self._by_id = {c.id: c for c in self.collections}
-        self.rules: dict[tuple[str, str], t.Any] = {}
+        #: ``(collection id, action) -> compiled rule``, None for a null rule.
+        self.rules: dict[tuple[str, str], CompiledRule | None] = {}
         self._validate()
 
     def get(self, name_or_id: str) -> Collection | None:
@@ -179,14 +187,15 @@ class Schema:
     def __iter__(self) -> t.Iterator[Collection]:
         return iter(self.collections)
 
-    def compiled_rule(self, collection: Collection, action: str) -> t.Any:
-        """The compiled rule of ``action`` (``None`` for a null rule)."""
+    def compiled_rule(self, collection: Collection, action: str) -> CompiledRule | None:
+        """The compiled rule of ``action`` (``None`` for a null rule: superusers only).
+
+        :raises KeyError: ``collection`` is not in this schema or ``action`` is not
+            one of :data:`ACTIONS`.
+        """
         return self.rules[(collection.id, action)]
 
     def _validate(self) -> None:
-        from realtime_flask.core.rules import RuleError
-        from realtime_flask.core.rules import compile_rule
-
         names: set[str] = set()
         ids: set[str] = set()
         for coll in self.collections:

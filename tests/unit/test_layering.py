@@ -125,11 +125,6 @@ def test_imports_point_down_never_up_or_sideways() -> None:
     assert offenders == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layout move in progress: "
-    "core/rules <-> core/schema and web/api/realtime <-> web/extension",
-)
 def test_no_import_cycle() -> None:
     graph = internal_graph()
     index: dict[str, int] = {}

@@ -7,7 +7,7 @@ The pipeline, and the module owning each step::
        v
     Or / And / Comparison(Identifier, Text, Number)            syntax tree
        |  resolve.Resolver        names checked against the     RuleResolveError
-       |                          collection
+       |                          collection (catalog)
        v
     ResolvedCmp(FieldRef, RequestRef, ...) / ResolvedJoin      resolved tree
        |                                  compile_rule stops here: CompiledRule
@@ -23,6 +23,8 @@ The pipeline, and the module owning each step::
     ("(... = ?)", [params])                 True / False for one record
 
 - ``syntax``: tokens, the parser, the syntax tree, the limits; ``RuleError``.
+- ``catalog``: the protocols a collection and a schema satisfy (``core.schema``
+  does, without this package importing it).
 - ``resolve``: identifier and field resolution, once per rule.
 - ``context``: ``RequestContext`` (what ``@request.*`` sees), ``RelationLookup``.
 - ``values``: SQLite value semantics (affinity, comparison, ``LIKE``, JSON) and
@@ -33,9 +35,10 @@ The pipeline, and the module owning each step::
 
 Rules of this package:
 
-1. Pure.  Only the stdlib, ``realtime_flask.errors`` and ``realtime_flask.core.schema``
-   are imported: no sqlite3, Flask, gevent or redis.  The one clock read is the
-   date macros (``@now``...) when ``RequestContext.now`` is None.
+1. Pure.  Only the stdlib and ``realtime_flask.errors`` are imported: no
+   sqlite3, Flask, gevent or redis, and no other ``core`` module
+   (``core.schema`` imports this package to compile its rules).  The one clock
+   read is the date macros (``@now``...) when ``RequestContext.now`` is None.
 2. Parse and resolve once.  :func:`compile_rule` parses the source and resolves
    every identifier against the collection.  Unknown fields, bad modifiers and
    (in client filters) hidden fields fail there, with :class:`RuleResolveError`.
@@ -62,6 +65,9 @@ Modules of this package import each other by their full names
 
 from __future__ import annotations
 
+from realtime_flask.core.rules.catalog import Catalog
+from realtime_flask.core.rules.catalog import CatalogCollection
+from realtime_flask.core.rules.catalog import CatalogField
 from realtime_flask.core.rules.compiled import CompiledRule
 from realtime_flask.core.rules.compiled import compile_rule
 from realtime_flask.core.rules.context import GUEST
@@ -92,6 +98,9 @@ __all__ = [
     "MAX_FILTER_LENGTH",
     "OPERATORS",
     "And",
+    "Catalog",
+    "CatalogCollection",
+    "CatalogField",
     "CompiledRule",
     "Comparison",
     "Expr",

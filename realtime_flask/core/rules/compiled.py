@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from realtime_flask.core.rules.catalog import Catalog
+from realtime_flask.core.rules.catalog import CatalogCollection
 from realtime_flask.core.rules.context import RelationLookup
 from realtime_flask.core.rules.context import RequestContext
 from realtime_flask.core.rules.lower import Lowering
@@ -22,8 +24,6 @@ from realtime_flask.core.rules.syntax import parse
 from realtime_flask.core.rules.tree import Bool
 from realtime_flask.core.rules.tree import Env
 from realtime_flask.core.rules.tree import Renderer
-from realtime_flask.core.schema import Collection
-from realtime_flask.core.schema import Schema
 
 __all__ = ["CompiledRule", "compile_rule"]
 
@@ -53,7 +53,7 @@ class CompiledRule:
     def __init__(
         self,
         source: str,
-        collection: Collection,
+        collection: CatalogCollection,
         expr: Expr | None,
         compiled: ResolvedExpr | None,
         names: frozenset[str],
@@ -120,8 +120,8 @@ class CompiledRule:
 
 def compile_rule(
     source: str,
-    collection: Collection,
-    schema: Schema,
+    collection: CatalogCollection,
+    schema: Catalog,
     *,
     client_filter: bool = False,
 ) -> CompiledRule:

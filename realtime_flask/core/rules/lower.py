@@ -68,6 +68,8 @@ from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 
+from realtime_flask.core.rules.catalog import CatalogCollection
+from realtime_flask.core.rules.catalog import CatalogField
 from realtime_flask.core.rules.context import RequestContext
 from realtime_flask.core.rules.resolve import ConstRef
 from realtime_flask.core.rules.resolve import FieldRef
@@ -115,8 +117,6 @@ from realtime_flask.core.rules.values import go_string
 from realtime_flask.core.rules.values import json_text_lenient
 from realtime_flask.core.rules.values import to_text
 from realtime_flask.core.rules.values import wrap_like
-from realtime_flask.core.schema import Collection
-from realtime_flask.core.schema import Field
 
 __all__ = ["Lowered", "Lowering"]
 
@@ -241,7 +241,9 @@ def _month_end(d: datetime) -> datetime:
 class Lowering:
     """Lowers one resolved tree for one request context (see the module docstring)."""
 
-    def __init__(self, collection: Collection, ctx: RequestContext, client_filter: bool) -> None:
+    def __init__(
+        self, collection: CatalogCollection, ctx: RequestContext, client_filter: bool
+    ) -> None:
         self.collection = collection
         self.ctx = ctx
         self.hide_email = client_filter and not ctx.superuser
@@ -316,7 +318,7 @@ class Lowering:
             conds = (self.visible(vis, rid, ref.target),)
         return self.shape(ref.field, value, ref.modifier, ref.path, source, conds)
 
-    def visible(self, vis: Value, rid: Value, coll: Collection) -> Bool:
+    def visible(self, vis: Value, rid: Value, coll: CatalogCollection) -> Bool:
         """``emailVisibility`` is true, or the row is the requester's own record."""
         shown: Bool = Cmp("=", vis, Lit(1, bound=False))
         auth = self.ctx.auth
@@ -329,7 +331,7 @@ class Lowering:
 
     @staticmethod
     def shape(
-        f: Field,
+        f: CatalogField,
         value: Value,
         modifier: str,
         path: tuple[str, ...],

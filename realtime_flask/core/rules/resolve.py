@@ -43,6 +43,9 @@ import typing as t
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from realtime_flask.core.rules.catalog import Catalog
+from realtime_flask.core.rules.catalog import CatalogCollection
+from realtime_flask.core.rules.catalog import CatalogField
 from realtime_flask.core.rules.syntax import And
 from realtime_flask.core.rules.syntax import Comparison
 from realtime_flask.core.rules.syntax import Expr
@@ -52,9 +55,6 @@ from realtime_flask.core.rules.syntax import RuleError
 from realtime_flask.core.rules.syntax import Text
 from realtime_flask.core.rules.values import SqlValue
 from realtime_flask.core.rules.values import go_float
-from realtime_flask.core.schema import Collection
-from realtime_flask.core.schema import Field
-from realtime_flask.core.schema import Schema
 
 __all__ = [
     "ConstRef",
@@ -109,7 +109,7 @@ class ConstRef:
 class FieldRef:
     """A field of the rule's own collection (``path``: a json path into it)."""
 
-    field: Field
+    field: CatalogField
     modifier: str
     path: tuple[str, ...]
     email: bool  # client filter on an auth collection's email
@@ -119,9 +119,9 @@ class FieldRef:
 class HopRef:
     """``rel.field``: a field of the collection a relation points to."""
 
-    rel: Field
-    target: Collection
-    field: Field
+    rel: CatalogField
+    target: CatalogCollection
+    field: CatalogField
     modifier: str
     path: tuple[str, ...]
     email: bool
@@ -134,7 +134,7 @@ class RequestRef:
     section: str  # auth body headers query method context
     path: tuple[str, ...]
     modifier: str
-    body_field: Field | None  # the collection field a one-segment body key names
+    body_field: CatalogField | None  # the collection field a one-segment body key names
     number: bool  # the last key names a number field: numeric strings become numbers
 
 
@@ -180,7 +180,7 @@ def _split_modifier(segment: str, name: str) -> tuple[str, str]:
 class Resolver:
     """Resolves one rule's syntax tree against ``collection`` (see the module docstring)."""
 
-    def __init__(self, collection: Collection, schema: Schema, client_filter: bool) -> None:
+    def __init__(self, collection: CatalogCollection, schema: Catalog, client_filter: bool) -> None:
         self.collection = collection
         self.schema = schema
         self.client_filter = client_filter
@@ -214,7 +214,7 @@ class Resolver:
                 return ConstRef(int(keyword == "true"), False, keyword)
             raise
 
-    def field(self, coll: Collection, name: str, full: str) -> Field:
+    def field(self, coll: CatalogCollection, name: str, full: str) -> CatalogField:
         f = coll.field(name)
         if f is None:
             where = "" if name == full else f" in {full!r}"
@@ -223,7 +223,7 @@ class Resolver:
             raise RuleResolveError(f"hidden field {name!r} cannot be filtered")
         return f
 
-    def check_modifier(self, f: Field, modifier: str, name: str, *, hop: bool) -> None:
+    def check_modifier(self, f: CatalogField, modifier: str, name: str, *, hop: bool) -> None:
         if modifier in ("", "lower"):
             return
         if modifier == "length" and (f.type in _MULTI_TYPES or f.type == "json"):
@@ -243,7 +243,7 @@ class Resolver:
             raise RuleResolveError(f"modifier ':{modifier}' is not supported in {name!r}")
         return path, modifier
 
-    def is_email(self, coll: Collection, f: Field) -> bool:
+    def is_email(self, coll: CatalogCollection, f: CatalogField) -> bool:
         hit = self.client_filter and coll.is_auth and f.name == "email"
         self.email = self.email or hit
         return hit
@@ -310,7 +310,7 @@ class Resolver:
         if any(not p for p in path):
             raise RuleResolveError(f"unknown identifier {name!r}")
         coll = self.collection
-        body_field: Field | None = None
+        body_field: CatalogField | None = None
         allowed: tuple[str, ...] = ("", "lower") if section == "auth" else ("", "lower", "isset")
         if section == "auth" and len(path) > 1:
             raise RuleResolveError(

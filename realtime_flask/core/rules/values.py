@@ -43,7 +43,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from functools import lru_cache
 
-from realtime_flask.core.schema import Field
+from realtime_flask.core.rules.catalog import CatalogField
 
 __all__ = [
     "AFF_BLOB",
@@ -99,7 +99,7 @@ def json_text_lenient(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
-def column_type(field: Field) -> str:
+def column_type(field: CatalogField) -> str:
     """The declared SQLite column type the rules assume for ``field`` (see the storage contract)."""
     if field.type == "number":
         return "REAL"
@@ -234,7 +234,7 @@ def _conv_multi(v: object) -> SqlValue:
 Conv: t.TypeAlias = Callable[[object], SqlValue]
 
 
-def field_conv(f: Field) -> tuple[Conv, int]:
+def field_conv(f: CatalogField) -> tuple[Conv, int]:
     """How ``f``'s Python value is stored, and the column's affinity."""
     if f.type == "number":
         return _conv_real, AFF_NUMERIC

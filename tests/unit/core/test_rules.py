@@ -774,6 +774,7 @@ def test_email_visibility_through_relations(source: str, who: str, expected: set
 @pytest.mark.parametrize("action", ["list", "view", "create", "update"])
 def test_schema_rules_agree(who: str, action: str) -> None:
     rule = SCHEMA.compiled_rule(POSTS, action)
+    assert rule is not None
     agree(DB, POST_ROWS, rule.source, CONTEXTS[who])
 
 

@@ -545,6 +545,7 @@ class TestSharing:
             return matches(rule, *args, **kwargs)
 
         compiled = env.store.schema.compiled_rule(env.store.collection("notes"), "list")
+        assert compiled is not None
         for owner in ("", users[0]["id"], users[1]["id"]):
             for title in ("open", "hidden", "other"):
                 note = env.store.create("notes", {"title": title, "owner": owner}, SU)
