@@ -895,7 +895,7 @@ def slowquery_report(lines: list[Json]) -> list[str]:
     out = [
         f"### Slow queries ({head['rows']:,} rows, K clients looping the unindexed list query, "
         f"{fmt(head['rate'], 0)} creates/s, {head['n']} subscribers, "
-        f"{fmt(head['seconds'], 0)} s per K)",
+        f"{head['seconds']:g} s per K)",
         "",
     ]
     rows = []

