@@ -28,11 +28,11 @@ from realtime_flask.core.rules import RequestContext
 from realtime_flask.core.schema import Schema
 from realtime_flask.core.topics import parse_topic
 from realtime_flask.engine.access import OpenVisibility
-from realtime_flask.engine.access import StoreVisibility
 from realtime_flask.engine.access import Visibility
 from realtime_flask.engine.manager import RealtimeManager
 from realtime_flask.store.auth import Passwords
 from realtime_flask.store.records import RecordStore
+from realtime_flask.store.visibility import StoreVisibility
 
 SCHEMA = [
     {

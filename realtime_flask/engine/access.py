@@ -2,7 +2,10 @@
 
 ``RealtimeManager.dispatch`` finds the clients subscribed to an event's topics;
 a ``Visibility`` decides, per (client auth, subscription), whether a frame is
-sent and which ``data:`` bytes it carries.
+sent and which ``data:`` bytes it carries.  This module holds that protocol and
+the views that need no record store: ``OpenVisibility`` (events as published)
+and ``PythonRules`` (rules declared in Python).  The store-backed view,
+``StoreVisibility``, lives with the store (``realtime_flask.store.visibility``).
 
 Rules:
 
@@ -16,8 +19,8 @@ Rules:
 3. A ``filter`` option that does not parse, or that uses ``@request.`` /
    ``@collection.`` for a non-superuser, yields no frame (PocketBase refuses it
    silently).
-4. Nothing here imports Flask; the store-backed visibility does IO only
-   through ``RecordStore`` (relation lookups for rules and ``expand``).
+4. Nothing here does IO or imports Flask or the store: the engine sits below
+   ``store/`` and ``web/``, which plug their own ``Visibility`` in.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from collections.abc import Mapping
 from realtime_flask.core import sse
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.events import Event
-from realtime_flask.core.rules import And
 from realtime_flask.core.rules import Comparison
 from realtime_flask.core.rules import CompiledRule
 from realtime_flask.core.rules import Expr
@@ -42,17 +44,16 @@ from realtime_flask.core.schema import Collection
 from realtime_flask.core.schema import Field
 from realtime_flask.core.schema import Schema
 from realtime_flask.core.topics import Subscription
-from realtime_flask.store.records import RecordStore
-from realtime_flask.store.records import pick_fields
 
 __all__ = [
     "EventView",
     "OpenVisibility",
     "PythonRules",
     "RuleCallable",
-    "StoreVisibility",
     "Visibility",
+    "auth_dict",
     "auth_key",
+    "pick_fields",
 ]
 
 
@@ -69,6 +70,52 @@ class Visibility(t.Protocol):
 def auth_key(user: AuthUser | None) -> tuple[str, str] | None:
     """What identifies a subscriber's auth for caching (None for guests)."""
     return None if user is None else (user.collection_id, user.id)
+
+
+def auth_dict(user: AuthUser) -> dict[str, object]:
+    """The subscriber's auth record as ``@request.auth`` sees it in a rule.
+
+    The stored fields (``user.record``, no password hash) plus ``id``,
+    ``collectionId`` and ``collectionName`` from the AuthUser itself.
+    """
+    return {
+        **user.record,
+        "id": user.id,
+        "collectionId": user.collection_id,
+        "collectionName": user.collection_name,
+    }
+
+
+def _field_paths(spec: str) -> list[list[str]]:
+    return [p.strip().split(".") for p in spec.split(",") if p.strip()]
+
+
+def pick_fields(data: t.Any, spec: str | list[list[str]]) -> t.Any:
+    """Keep only the ``fields`` paths of ``data`` (``*`` = every key of that level).
+
+    ``spec`` is PocketBase's ``fields`` parameter, e.g. ``id,title,expand.owner.name``:
+    comma-separated dotted paths.  A list is picked item by item; a path that
+    ends at a key keeps its whole value; keys not named are dropped; a scalar
+    or an empty spec is returned unchanged.  A new object is built, ``data`` is
+    not modified.  Shared by the realtime payloads and the REST API.
+    """
+    paths = _field_paths(spec) if isinstance(spec, str) else spec
+    if isinstance(data, list):
+        return [pick_fields(item, paths) for item in data]
+    if not paths or not isinstance(data, dict):
+        return data
+    wildcard = any(p == ["*"] for p in paths)
+    groups: dict[str, list[list[str]]] = {}
+    for p in paths:
+        groups.setdefault(p[0], []).append(p[1:])
+    out: dict[str, t.Any] = {}
+    for key, value in data.items():
+        if key in groups:
+            rests = groups[key]
+            out[key] = value if any(not r for r in rests) else pick_fields(value, rests)
+        elif wildcard:
+            out[key] = value
+    return out
 
 
 class OpenVisibility:
@@ -139,7 +186,7 @@ class _PublishedView:
         if found is None:
             compiled = self.owner.compiled_filter(self.event.collection, source)
             ctx = RequestContext(
-                auth=None if user is None else _auth_dict(user),
+                auth=None if user is None else auth_dict(user),
                 superuser=superuser,
                 context="realtime",
             )
@@ -202,9 +249,7 @@ class PythonRules(OpenVisibility):
             return False
         record = event.stored or event.record
         if isinstance(rule, CompiledRule):
-            ctx = RequestContext(
-                auth=None if user is None else _auth_dict(user), context="realtime"
-            )
+            ctx = RequestContext(auth=None if user is None else auth_dict(user), context="realtime")
             return rule.always or rule.matches(record, ctx)
         return bool(rule(record, user))
 
@@ -243,207 +288,3 @@ def _compile_schemaless(collection: str, source: str) -> CompiledRule:
         ),
     )
     return compile_rule(source, coll, Schema([coll]))
-
-
-def _auth_dict(user: AuthUser) -> dict[str, object]:
-    return {
-        **user.record,
-        "id": user.id,
-        "collectionId": user.collection_id,
-        "collectionName": user.collection_name,
-    }
-
-
-class StoreVisibility:
-    """Rules, options and serialisation of the embedded record store."""
-
-    def __init__(self, store: RecordStore) -> None:
-        self.store = store
-        self._published = OpenVisibility()
-        self._filters: dict[tuple[str, str], CompiledRule | None] = {}
-        self._plans: dict[tuple[str, str], _SubscriptionPlan] = {}
-
-    def begin(self, event: Event) -> EventView:
-        """Store writes go through the rules; an event published by trusted code
-        (``broadcast()``, the publish route) without a stored record is sent as
-        published, like a custom message through PocketBase's broker."""
-        coll = self.store.schema.get(event.collection_id or event.collection)
-        if coll is None or event.stored is None:
-            return self._published.begin(event)
-        return _StoreEventView(self, coll, event)
-
-    def compiled_filter(self, coll: Collection, source: str) -> CompiledRule | None:
-        """A subscription's ``filter`` option, compiled once (None if it does not parse)."""
-        key = (coll.id, source)
-        if key not in self._filters:
-            if len(self._filters) > 4096:
-                self._filters.clear()
-            try:
-                self._filters[key] = compile_rule(
-                    source, coll, self.store.schema, client_filter=True
-                )
-            except RuleError:
-                self._filters[key] = None
-        return self._filters[key]
-
-    def plan(self, coll: Collection, sub: Subscription) -> _SubscriptionPlan:
-        """What checking ``sub`` against ``coll`` takes, worked out once per topic."""
-        key = (coll.id, sub.raw)
-        found = self._plans.get(key)
-        if found is None:
-            if len(self._plans) > 4096:
-                self._plans.clear()
-            found = self._plans[key] = _SubscriptionPlan(self, coll, sub)
-        return found
-
-
-class _SubscriptionPlan:
-    """Per (collection, topic): the rule, its cache-key parts, the options.
-
-    ``guard`` names a field F when the rule requires ``F = @request.auth.id``
-    (a top-level conjunct) and F holds one text value: a record whose F is a
-    non-empty string other than the subscriber's id fails the rule without
-    evaluating it, which is what makes an owner rule cost O(1) per subscriber.
-    """
-
-    __slots__ = (
-        "expand",
-        "fields",
-        "filter",
-        "guard",
-        "rule",
-        "rule_headers",
-        "rule_query",
-        "sub",
-    )
-
-    def __init__(self, owner: StoreVisibility, coll: Collection, sub: Subscription) -> None:
-        action = "list" if sub.record_id is None else "view"
-        rule: CompiledRule | None = owner.store.schema.compiled_rule(coll, action)
-        self.sub = sub
-        self.rule = rule
-        query = sub.options.query
-        self.filter = query.get("filter", "")
-        self.fields = query.get("fields", "")
-        self.expand = query.get("expand", "")
-        self.rule_headers = rule is not None and rule.references("@request.headers")
-        self.rule_query = rule is not None and rule.references("@request.query")
-        self.guard = None if rule is None or rule.always else _auth_id_guard(rule, coll)
-
-
-def _auth_id_guard(rule: CompiledRule, coll: Collection) -> str | None:
-    """The field F of a top-level ``F = @request.auth.id`` conjunct, if F is single-valued text."""
-    expr = rule.expr
-    if expr is None:
-        return None
-    terms = expr.terms if isinstance(expr, And) else (expr,)
-    for term in terms:
-        if not isinstance(term, Comparison) or term.op != "=":
-            continue
-        left, right = term.left, term.right
-        if not (isinstance(left, Identifier) and isinstance(right, Identifier)):
-            continue
-        if right.name != "@request.auth.id":
-            left, right = right, left
-        if right.name != "@request.auth.id":
-            continue
-        field = coll.field(left.name)
-        if field is not None and field.type in ("text", "relation") and not field.multiple:
-            return field.name
-    return None
-
-
-class _StoreEventView:
-    def __init__(self, owner: StoreVisibility, coll: Collection, event: Event) -> None:
-        self.owner = owner
-        self.store = owner.store
-        self.coll = coll
-        self.event = event
-        self.record: dict[str, t.Any] = dict(event.stored or event.record)
-        self._checks: dict[tuple[object, ...], bool] = {}
-        self._payloads: dict[tuple[object, ...], bytes] = {}
-
-    def _ctx(self, user: AuthUser | None, sub: Subscription) -> RequestContext:
-        return RequestContext(
-            auth=None if user is None else _auth_dict(user),
-            superuser=user is not None and user.superuser,
-            headers=dict(sub.options.headers),
-            query=dict(sub.options.query),
-            context="realtime",
-        )
-
-    def _passes(
-        self,
-        key: tuple[object, ...],
-        rule: CompiledRule,
-        user: AuthUser | None,
-        sub: Subscription,
-    ) -> bool:
-        found = self._checks.get(key)
-        if found is None:
-            found = self._checks[key] = rule.matches(
-                self.record, self._ctx(user, sub), self.store.lookup
-            )
-        return found
-
-    def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
-        plan = self.owner.plan(self.coll, sub)
-        superuser = user is not None and user.superuser
-        rule = plan.rule
-        if not superuser:
-            if rule is None:
-                return None
-            if not rule.always:
-                guard = plan.guard
-                if guard is not None and user is not None:
-                    value = self.record.get(guard)
-                    if type(value) is str and value and value != user.id:
-                        return None  # fails F = @request.auth.id whatever else it says
-                key: tuple[object, ...] = ("rule", rule.source, auth_key(user))
-                if plan.rule_headers:
-                    key += (tuple(sorted(sub.options.headers.items())),)
-                if plan.rule_query:
-                    key += (tuple(sorted(sub.options.query.items())),)
-                if not self._passes(key, rule, user, sub):
-                    return None
-        source = plan.filter
-        if source:
-            if not superuser and ("@request." in source or "@collection." in source):
-                return None
-            compiled = self.owner.compiled_filter(self.coll, source)
-            if compiled is None:
-                return None
-            if not compiled.always:
-                key = ("filter", source, auth_key(user))
-                if compiled.references("@request.headers"):
-                    key += (tuple(sorted(sub.options.headers.items())),)
-                if compiled.references("@request.query"):
-                    key += (tuple(sorted(sub.options.query.items())),)
-                if not self._passes(key, compiled, user, sub):
-                    return None
-        return self._payload(user, sub, plan, superuser)
-
-    def _payload(
-        self, user: AuthUser | None, sub: Subscription, plan: _SubscriptionPlan, superuser: bool
-    ) -> bytes:
-        fields = plan.fields
-        expand = plan.expand
-        own = (
-            user is not None
-            and user.collection_id == self.coll.id
-            and user.id == self.record.get("id")
-        )
-        audience: object = "superuser" if superuser else ("own" if own else "other")
-        if expand:  # related records pass their own viewRule for this very request
-            # (auth, headers and query: the viewRule may read @request.headers/query)
-            audience = (audience, auth_key(user), sub.options)
-        key = (audience, fields, expand)
-        data = self._payloads.get(key)
-        if data is None:
-            shown = self.store.present(
-                self.coll, self.record, self._ctx(user, sub), fields=fields, expand=expand
-            )
-            data = self._payloads[key] = sse.format_data(
-                {"record": shown, "action": self.event.action}
-            )
-        return data

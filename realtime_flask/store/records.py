@@ -44,6 +44,7 @@ from realtime_flask.core.schema import SUPERUSERS
 from realtime_flask.core.schema import Collection
 from realtime_flask.core.schema import Field
 from realtime_flask.core.schema import Schema
+from realtime_flask.engine.access import pick_fields
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ErrorData
 from realtime_flask.errors import Forbidden
@@ -86,34 +87,6 @@ _ID_PATTERN = re.compile(r"^[a-z0-9]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _URL = re.compile(r"^https?://[^\s/$.?#].[^\s]*$", re.IGNORECASE)
 _SORT_FIELD = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-def _field_paths(spec: str) -> list[list[str]]:
-    return [p.strip().split(".") for p in spec.split(",") if p.strip()]
-
-
-def pick_fields(data: t.Any, spec: str | list[list[str]]) -> t.Any:
-    """Keep only the ``fields`` paths of ``data`` (``*`` = every key of that level).
-
-    ``spec`` is PocketBase's ``fields`` parameter, e.g. ``id,title,expand.owner.name``.
-    """
-    paths = _field_paths(spec) if isinstance(spec, str) else spec
-    if isinstance(data, list):
-        return [pick_fields(item, paths) for item in data]
-    if not paths or not isinstance(data, dict):
-        return data
-    wildcard = any(p == ["*"] for p in paths)
-    groups: dict[str, list[list[str]]] = {}
-    for p in paths:
-        groups.setdefault(p[0], []).append(p[1:])
-    out: dict[str, t.Any] = {}
-    for key, value in data.items():
-        if key in groups:
-            rests = groups[key]
-            out[key] = value if any(not r for r in rests) else pick_fields(value, rests)
-        elif wildcard:
-            out[key] = value
-    return out
 
 
 def without_password(record: Record) -> Record:

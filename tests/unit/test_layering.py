@@ -106,11 +106,6 @@ def test_every_part_has_a_layer() -> None:
     assert parts <= set(LAYERS), sorted(parts - set(LAYERS))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layout move in progress: "
-    "engine/access.py still imports the store (StoreVisibility moves to store/)",
-)
 def test_imports_point_down_never_up_or_sideways() -> None:
     offenders = []
     for name, targets in internal_graph().items():

@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException
 from realtime_flask.core.rules import RequestContext
 from realtime_flask.core.schema import SUPERUSERS
 from realtime_flask.core.schema import Collection
+from realtime_flask.engine.access import pick_fields
 from realtime_flask.errors import AuthContextMissing
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import Forbidden
@@ -41,7 +42,6 @@ from realtime_flask.errors import Unauthorized
 from realtime_flask.errors import UnsupportedContentType
 from realtime_flask.store.auth import token_from_header
 from realtime_flask.store.records import RecordStore
-from realtime_flask.store.records import pick_fields
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api import json_object

@@ -27,7 +27,6 @@ from realtime_flask.core.schema import Schema
 from realtime_flask.core.topics import parse_topic
 from realtime_flask.engine.access import OpenVisibility
 from realtime_flask.engine.access import PythonRules
-from realtime_flask.engine.access import StoreVisibility
 from realtime_flask.engine.access import Visibility
 from realtime_flask.engine.broker import MemoryBroker
 from realtime_flask.engine.hub import RealtimeState
@@ -35,6 +34,7 @@ from realtime_flask.engine.manager import RealtimeClient
 from realtime_flask.engine.manager import RealtimeManager
 from realtime_flask.store.auth import Passwords
 from realtime_flask.store.records import RecordStore
+from realtime_flask.store.visibility import StoreVisibility
 from tests.support.clock import FakeClock
 
 Record = dict[str, t.Any]

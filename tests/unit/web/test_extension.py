@@ -12,9 +12,9 @@ from realtime_flask.core.events import Event
 from realtime_flask.core.topics import parse_topic
 from realtime_flask.engine.access import EventView
 from realtime_flask.engine.access import OpenVisibility
-from realtime_flask.engine.access import StoreVisibility
 from realtime_flask.engine.broker import MemoryBroker
 from realtime_flask.errors import InvalidEvent
+from realtime_flask.store.visibility import StoreVisibility
 from realtime_flask.testing import TestEventStream
 from realtime_flask.web.api.records import STORE_KEY
 from realtime_flask.web.app import create_app
