@@ -909,6 +909,8 @@ def slowquery_report(lines: list[Json]) -> list[str]:
                 fmt(getp(x, "latency_ms.max")),
                 fmt(x["p99_vs_k0"], 2) + "x" if x.get("p99_vs_k0") is not None else "-",
                 fmt(x["missed"]),
+                fmt(x["rate_achieved"], 1),
+                fmt(x["phase_s"], 0),
                 fmt(getp(x, "light_ms.p50")),
                 fmt(getp(x, "light_ms.p99")),
                 fmt(getp(x, "light_ms.max")),
@@ -928,6 +930,8 @@ def slowquery_report(lines: list[Json]) -> list[str]:
             "event max ms",
             "p99 vs K=0",
             "missed",
+            "creates/s",
+            "phase s",
             "light p50 ms",
             "light p99 ms",
             "light max ms",
@@ -938,7 +942,7 @@ def slowquery_report(lines: list[Json]) -> list[str]:
             "errors",
         ],
         rows,
-        ["---", "---:"] + ["---:"] * 13,
+        ["---", "---:"] + ["---:"] * 15,
     )
     out.append("")
     return out
