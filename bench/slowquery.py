@@ -22,6 +22,9 @@ For each server (PocketBase, realtime_flask as ``python wsgi.py`` and as
    ``light_rate``, timed.  The slow clients start first (their first query is under way
    when the writer starts) and finish their last query after it stops; only queries
    started in the phase count.  Before the phases one untimed query warms the server.
+   A server that answers creates slower than ``rate`` makes the phase longer: the writer
+   waits for every create (``bench/writer.py``: 30 s per request, then 60 s after the last
+   was due at most), and the event latency then grows with the backlog.
 
 One JSON line per server and K (``emit``): create to event p50/p90/p99/max, light
 requests p50/p99/max (and per kind), the slow queries' count and durations, ``query_vs_alone``
