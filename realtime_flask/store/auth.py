@@ -60,6 +60,7 @@ class Passwords:
     def __init__(self, run_blocking: Blocking | None = None, *, n: int = SCRYPT_N) -> None:
         self.run_blocking: Blocking = run_blocking or _inline
         self.n = n
+        self._dummy: str | None = None
 
     def _derive(self, password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
         data = password.encode("utf-8", "surrogatepass")
@@ -85,6 +86,20 @@ class Passwords:
         except (ValueError, TypeError):
             return False
         return hmac.compare_digest(actual, expected)
+
+    def check(self, password: str, encoded: str | None) -> bool:
+        """``verify`` against a stored hash, or None when there is no such account.
+
+        Without an account a hash is still computed (against a random password
+        hashed once per instance), so a missing identity costs what a wrong
+        password does and login timing does not reveal which accounts exist.
+        """
+        if encoded is None:
+            if self._dummy is None:
+                self._dummy = self.hash(secrets.token_hex(8))
+            self.verify(password, self._dummy)
+            return False
+        return self.verify(password, encoded)
 
 
 class TokenClaims(t.NamedTuple):

@@ -34,8 +34,8 @@ from realtime_flask.core.schema import load_schema_file
 from realtime_flask.store.auth import Blocking
 from realtime_flask.store.auth import Passwords
 from realtime_flask.store.auth import token_from_header
+from realtime_flask.store.present import without_password
 from realtime_flask.store.records import RecordStore
-from realtime_flask.store.records import without_password
 from realtime_flask.store.visibility import StoreVisibility
 from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api.publish import bp as publish_bp

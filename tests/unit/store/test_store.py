@@ -442,8 +442,8 @@ class TestWriteLock:
 
 
 def test_record_ids_have_pocketbase_shape_and_do_not_repeat() -> None:
-    from realtime_flask.store.records import ID_ALPHABET
-    from realtime_flask.store.records import new_record_id
+    from realtime_flask.store.validate import ID_ALPHABET
+    from realtime_flask.store.validate import new_record_id
 
     ids = [new_record_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)

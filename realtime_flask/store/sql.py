@@ -1,0 +1,203 @@
+"""The store's side of the storage contract: tables, columns, and values in and out.
+
+``core.rules.values`` states the contract the compiled rules assume (their SQL
+runs on these tables, their in-memory form on the records read back); this
+module is the store's half of it.
+
+Rules:
+
+1. One table per collection, named after it; one column per field, in the
+   field order of the collection, so a row zips with ``coll.fields``.  ``id``
+   is ``TEXT PRIMARY KEY``; every other column is declared NOT NULL with the
+   field's empty value as DEFAULT, except json (NULL is a JSON value).
+2. Values in (``encode``): bool as 0/1, json and multi-valued relation/select
+   as compact JSON text, everything else as is.  Values out (``decode``): text
+   ``str``, number ``int`` when integral and exactly representable (below
+   2**53) else ``float``, bool ``bool``, json any JSON value, multi-valued
+   ``list[str]``.  A record read back carries ``collectionId`` and
+   ``collectionName`` first.
+3. Migration only adds: a missing table is created, a missing column added;
+   nothing is dropped, renamed or retyped.  An auth collection gets a unique
+   index on non-empty ``email`` and a token secret (the schema's, else one
+   generated once and kept in the meta table).
+4. Identifiers reach SQL only through ``quote``; values only as ``?`` parameters.
+5. A connection (``connect``) runs in autocommit mode (transactions are
+   explicit ``BEGIN``), in WAL mode, and may be used from any thread: the
+   caller serialises its use.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import typing as t
+from collections.abc import Sequence
+from pathlib import Path
+
+from realtime_flask.core.schema import META_TABLE
+from realtime_flask.core.schema import Collection
+from realtime_flask.core.schema import Field
+from realtime_flask.core.schema import Schema
+
+__all__ = [
+    "BUSY_SLICE_MS",
+    "Record",
+    "column_definition",
+    "connect",
+    "decode",
+    "empty",
+    "encode",
+    "migrate",
+    "quote",
+    "row_to_record",
+    "select_list",
+]
+
+#: A record as the store hands it around: field name -> decoded value.
+Record = dict[str, t.Any]
+
+#: Milliseconds SQLite's own busy wait (blocking, in C) may last; past it the
+#: caller waits for another process's write lock cooperatively.
+BUSY_SLICE_MS = 100
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open the database at ``path`` (``":memory:"``: a private one) with the store's settings.
+
+    :raises sqlite3.Error: the file cannot be opened.
+    """
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    # PocketBase's setting: in WAL mode NORMAL syncs at checkpoints, not at
+    # every commit.  A commit survives a crash of the process; a power loss
+    # may take the last commits (FULL would fsync every write, ~0.2 ms each).
+    db.execute("PRAGMA synchronous=NORMAL")
+    # SQLite's own busy wait sleeps in C, where gevent cannot switch: bound it
+    # (rare reader waits in WAL mode still get it) and let the caller wait for
+    # another process's write lock cooperatively past that, so a worker's
+    # streams keep flowing while it waits.
+    db.execute(f"PRAGMA busy_timeout={BUSY_SLICE_MS}")
+    db.execute("PRAGMA case_sensitive_like=OFF")
+    return db
+
+
+def quote(name: str) -> str:
+    """``name`` as an SQLite identifier: in double quotes, inner quotes doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _column_type(f: Field) -> str:
+    if f.type == "number":
+        return "REAL NOT NULL DEFAULT 0"
+    if f.type == "bool":
+        return "INTEGER NOT NULL DEFAULT 0"
+    if f.type == "json":
+        return "TEXT DEFAULT NULL"
+    if f.multiple:
+        return "TEXT NOT NULL DEFAULT '[]'"
+    return "TEXT NOT NULL DEFAULT ''"
+
+
+def column_definition(f: Field) -> str:
+    """The column's declared type and constraints, as in ``CREATE TABLE`` / ``ADD COLUMN``."""
+    return "TEXT PRIMARY KEY" if f.name == "id" else _column_type(f)
+
+
+def empty(f: Field) -> object:
+    """The field's empty value, decoded: what a new record holds when the body omits it.
+
+    ``0``, ``False``, ``None`` (json), ``[]`` (multi-valued) or ``""``; the
+    column's DEFAULT is the same value encoded.
+    """
+    if f.type == "number":
+        return 0
+    if f.type == "bool":
+        return False
+    if f.type == "json":
+        return None
+    if f.multiple:
+        return []
+    return ""
+
+
+def encode(f: Field, value: object) -> object:
+    """A validated value as its column stores it (rule 2)."""
+    if f.type == "bool":
+        return 1 if value else 0
+    if f.type == "json":
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+    if f.multiple:
+        return json.dumps(list(t.cast(Sequence[str], value or [])), separators=(",", ":"))
+    return value
+
+
+def decode(f: Field, value: object) -> object:
+    """A stored column value as the record carries it (rule 2).
+
+    Lenient with what another writer may have left: NULL reads as the empty
+    value, a multi-valued column that is not a JSON array reads as ``[]``.
+    """
+    if f.type == "number":
+        number = float(t.cast(float, value or 0))
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if f.type == "bool":
+        return bool(value)
+    if f.type == "json":
+        return None if value is None else json.loads(t.cast(str, value))
+    if f.multiple:
+        try:
+            items = json.loads(t.cast(str, value or "[]"))
+        except ValueError:
+            return []
+        return [str(i) for i in items] if isinstance(items, list) else []
+    return "" if value is None else value
+
+
+def select_list(coll: Collection) -> str:
+    """Every column of ``coll``, quoted, in field order: what ``row_to_record`` reads."""
+    return ", ".join(quote(f.name) for f in coll.fields)
+
+
+def row_to_record(coll: Collection, row: Sequence[t.Any]) -> Record:
+    """A row selected with ``select_list`` as a record (hidden fields included)."""
+    record: Record = {"collectionId": coll.id, "collectionName": coll.name}
+    for f, value in zip(coll.fields, row, strict=True):
+        record[f.name] = decode(f, value)
+    return record
+
+
+def _meta_secret(db: sqlite3.Connection, collection_id: str) -> str:
+    """A random token secret for the collection, made once and kept in the database."""
+    key = f"token_secret:{collection_id}"
+    row = db.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", (key,)).fetchone()
+    if row is not None:
+        return t.cast(str, row[0])
+    value = secrets.token_urlsafe(32)
+    db.execute(f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?)", (key, value))
+    return value
+
+
+def migrate(db: sqlite3.Connection, schema: Schema) -> dict[str, str]:
+    """Bring the database up to ``schema`` (rule 3); returns each auth collection's token secret.
+
+    :returns: collection id -> the secret its tokens are signed with.
+    :raises sqlite3.Error: when the database cannot be written.
+    """
+    found: dict[str, str] = {}
+    db.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)")
+    for coll in schema:
+        table = quote(coll.name)
+        columns = ", ".join(f"{quote(f.name)} {column_definition(f)}" for f in coll.fields)
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for f in coll.fields:
+            if f.name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {quote(f.name)} {_column_type(f)}")
+        if coll.is_auth:
+            found[coll.id] = coll.token_secret or _meta_secret(db, coll.id)
+            db.execute(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {quote('idx_email_' + coll.id)} "
+                f"ON {table} (email) WHERE email != ''"
+            )
+    return found
