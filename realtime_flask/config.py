@@ -33,6 +33,7 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_OUTBOX_SIZE": 10000,
     "REALTIME_REGISTRY_TTL": 10.0,
     "REALTIME_RESUME_GRACE": 60.0,
+    "REALTIME_TRUSTED_PROXIES": 0,
     "REALTIME_SCHEMA": "",
     "REALTIME_DATA_DIR": "rf_data",
     "REALTIME_HOST": "127.0.0.1",
@@ -68,6 +69,11 @@ DOCS: t.Final[Mapping[str, str]] = {
     "REALTIME_RESUME_GRACE": "Seconds after a disconnect during which a plain EventSource "
     "that reconnects with `Last-Event-ID` from the same address gets its client back (id, "
     "topics, auth) and the events it missed; 0 turns resume off.",
+    "REALTIME_TRUSTED_PROXIES": "How many reverse proxies (nginx, a load balancer) stand in "
+    "front of the app, each appending to `X-Forwarded-For`: the client's address, scheme and "
+    "host are then read from `X-Forwarded-For/-Proto/-Host` (Werkzeug's `ProxyFix`), so the "
+    "same-address checks of `POST /api/realtime` and resume hold. 0 = none: those headers are "
+    "ignored and a request carrying them logs one warning. See `docs/deployment.md`.",
     "REALTIME_SCHEMA": "Standalone service: a collections JSON file in PocketBase's export "
     "shape; empty uses the built-in `users` (auth) and `posts` collections.",
     "REALTIME_DATA_DIR": "Standalone service: folder of the SQLite database (`data.db`, WAL "
@@ -128,6 +134,7 @@ class Settings:
     outbox_size: int
     registry_ttl: float
     resume_grace: float
+    trusted_proxies: int
     schema: str
     data_dir: str
     host: str
@@ -171,6 +178,9 @@ class Settings:
             outbox_size=_number("REALTIME_OUTBOX_SIZE", get("REALTIME_OUTBOX_SIZE"), int, 1),
             registry_ttl=_number("REALTIME_REGISTRY_TTL", get("REALTIME_REGISTRY_TTL"), float, 0.1),
             resume_grace=_number("REALTIME_RESUME_GRACE", get("REALTIME_RESUME_GRACE"), float, 0),
+            trusted_proxies=_number(
+                "REALTIME_TRUSTED_PROXIES", get("REALTIME_TRUSTED_PROXIES"), int, 0
+            ),
             schema=_text("REALTIME_SCHEMA", get("REALTIME_SCHEMA")),
             data_dir=_text("REALTIME_DATA_DIR", get("REALTIME_DATA_DIR")),
             host=_text("REALTIME_HOST", get("REALTIME_HOST")),

@@ -43,6 +43,7 @@ from realtime_flask.web.api.records import STORE_KEY
 from realtime_flask.web.api.records import bp as records_bp
 from realtime_flask.web.extension import Realtime
 from realtime_flask.web.extension import build_broker
+from realtime_flask.web.proxies import trust_proxies
 from realtime_flask.web.state import get_state
 
 __all__ = ["create_app", "open_store"]
@@ -145,6 +146,7 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
     app.register_blueprint(records_bp)
     app.register_blueprint(publish_bp)
     app.register_error_handler(HTTPException, _app_http_error)
+    trust_proxies(app, settings.trusted_proxies)  # init_app applied it: a no-op, kept explicit
 
     @app.get("/api/health")
     def health() -> dict[str, object]:

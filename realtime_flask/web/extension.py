@@ -28,6 +28,7 @@ from realtime_flask.engine.manager import Reaper
 from realtime_flask.engine.router import LocalRouter
 from realtime_flask.engine.router import Router
 from realtime_flask.web.api.realtime import bp as realtime_bp
+from realtime_flask.web.proxies import trust_proxies
 from realtime_flask.web.state import EXTENSION_KEY
 from realtime_flask.web.state import get_state
 
@@ -135,6 +136,7 @@ class Realtime:
         )
         state.start()
         app.extensions[EXTENSION_KEY] = state
+        trust_proxies(app, settings.trusted_proxies)
         app.register_blueprint(realtime_bp)
 
     def broadcast(
