@@ -8,10 +8,11 @@ Rules:
 
 1. One table per collection, named after it; one column per field, in the
    field order of the collection, so a row zips with ``coll.fields``.  ``id``
-   is ``TEXT PRIMARY KEY``; every other column is declared NOT NULL with the
-   field's empty value as DEFAULT, except json (NULL is a JSON value).
+   is ``TEXT PRIMARY KEY``; every other column has the type the rules assume
+   (``core.rules.column_type``) and is declared NOT NULL with the field's
+   empty value as DEFAULT, except json (NULL is a JSON value).
 2. Values in (``encode``): bool as 0/1, json and multi-valued relation/select
-   as compact JSON text, everything else as is.  Values out (``decode``): text
+   as the rules' ``json_text`` (compact JSON), everything else as is.  Values out (``decode``): text
    ``str``, number ``int`` when integral and exactly representable (below
    2**53) else ``float``, bool ``bool``, json any JSON value, multi-valued
    ``list[str]``.  A record read back carries ``collectionId`` and
@@ -35,6 +36,8 @@ import typing as t
 from collections.abc import Sequence
 from pathlib import Path
 
+from realtime_flask.core.rules import column_type
+from realtime_flask.core.rules import json_text
 from realtime_flask.core.schema import META_TABLE
 from realtime_flask.core.schema import Collection
 from realtime_flask.core.schema import Field
@@ -87,21 +90,28 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _column_type(f: Field) -> str:
-    if f.type == "number":
-        return "REAL NOT NULL DEFAULT 0"
-    if f.type == "bool":
-        return "INTEGER NOT NULL DEFAULT 0"
+def _constraints(f: Field) -> str:
+    """NOT NULL and the DEFAULT (the field's empty value, encoded) of a non-id column."""
+    if f.type in ("number", "bool"):
+        return "NOT NULL DEFAULT 0"
     if f.type == "json":
-        return "TEXT DEFAULT NULL"
+        return "DEFAULT NULL"
     if f.multiple:
-        return "TEXT NOT NULL DEFAULT '[]'"
-    return "TEXT NOT NULL DEFAULT ''"
+        return "NOT NULL DEFAULT '[]'"
+    return "NOT NULL DEFAULT ''"
+
+
+def _column(f: Field) -> str:
+    return f"{column_type(f)} {_constraints(f)}"
 
 
 def column_definition(f: Field) -> str:
-    """The column's declared type and constraints, as in ``CREATE TABLE`` / ``ADD COLUMN``."""
-    return "TEXT PRIMARY KEY" if f.name == "id" else _column_type(f)
+    """The column's declared type and constraints, as in ``CREATE TABLE``.
+
+    ``id`` is ``TEXT PRIMARY KEY``; any other field's type is the rules'
+    ``column_type`` (the storage contract), e.g. ``REAL NOT NULL DEFAULT 0``.
+    """
+    return "TEXT PRIMARY KEY" if f.name == "id" else _column(f)
 
 
 def empty(f: Field) -> object:
@@ -126,9 +136,9 @@ def encode(f: Field, value: object) -> object:
     if f.type == "bool":
         return 1 if value else 0
     if f.type == "json":
-        return None if value is None else json.dumps(value, separators=(",", ":"))
+        return None if value is None else json_text(value)
     if f.multiple:
-        return json.dumps(list(t.cast(Sequence[str], value or [])), separators=(",", ":"))
+        return json_text(list(t.cast(Sequence[str], value or [])))
     return value
 
 
@@ -193,7 +203,7 @@ def migrate(db: sqlite3.Connection, schema: Schema) -> dict[str, str]:
         have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         for f in coll.fields:
             if f.name not in have:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {quote(f.name)} {_column_type(f)}")
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {quote(f.name)} {_column(f)}")
         if coll.is_auth:
             found[coll.id] = coll.token_secret or _meta_secret(db, coll.id)
             db.execute(
