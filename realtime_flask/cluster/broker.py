@@ -21,7 +21,8 @@ Rules:
    stream (restart without persistence, key deleted: the ``<stream>:epoch`` key
    changed or the counters went backwards), the reset handlers get
    ``history_lost`` before delivery continues.
-5. ``import redis`` happens only here.  Under gevent, sockets must be patched
+5. ``redis`` is imported lazily, through ``cluster/_redis.py`` (with the
+   codecs of the wire format below).  Under gevent, sockets must be patched
    before ``start()``: an unpatched redis socket would block every greenlet.
 6. Handlers run in the listener loop, outside every lock; a failing handler is
    logged and the others still run.
@@ -46,7 +47,6 @@ as Redis orders them.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import threading
 import time
@@ -56,13 +56,13 @@ from collections import OrderedDict
 from collections import deque
 from dataclasses import dataclass
 
-from realtime_flask import runtime
+from realtime_flask.cluster import _redis
+from realtime_flask.cluster._redis import Spawn
 from realtime_flask.core.events import Event
 from realtime_flask.engine.broker import BatchHandler
 from realtime_flask.engine.broker import EventHandler
 from realtime_flask.engine.broker import one_by_one
 from realtime_flask.errors import BrokerUnavailable
-from realtime_flask.errors import InvalidEvent
 
 if t.TYPE_CHECKING:
     import redis
@@ -74,7 +74,6 @@ logger = logging.getLogger(__name__)
 #: Called with the reason (``"outbox_overflow"`` or ``"history_lost"``) when
 #: events may have been lost: local state derived from the stream must resync.
 ResetHandler = t.Callable[[str], object]
-Spawn = t.Callable[[t.Callable[[], None]], object]
 
 WIRE_VERSION: t.Final[str] = "1"
 OUTBOX_OVERFLOW: t.Final[str] = "outbox_overflow"
@@ -86,70 +85,6 @@ WRITE_BATCH: t.Final[int] = 500
 MAX_ORIGINS: t.Final[int] = 4096
 #: Longest idle wait of the drainer between wake-ups (publish wakes it at once).
 IDLE_WAIT: t.Final[float] = 1.0
-
-
-def _spawn_daemon(target: t.Callable[[], None]) -> object:
-    return runtime.spawn_daemon(target, f"realtime-redis{target.__name__.replace('_', '-')}")
-
-
-def _import_redis() -> t.Any:
-    try:
-        import redis
-    except ImportError as exc:
-        raise BrokerUnavailable("install realtime_flask[redis]") from exc
-    return redis
-
-
-def _check_sockets_patched() -> None:
-    try:
-        runtime.require_patched_sockets("RedisBroker")
-    except runtime.RuntimeUnavailable as exc:
-        raise BrokerUnavailable(str(exc)) from None
-
-
-def _parse_id(value: str) -> tuple[int, int] | None:
-    """A stream id ``"<ms>-<seq>"`` as a comparable pair, or None if it is not one."""
-    ms, sep, seq = value.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit():
-        return None
-    return int(ms), int(seq)
-
-
-def _encode_event(event: Event) -> str:
-    body: dict[str, object] = {
-        "collection": event.collection,
-        "action": event.action,
-        "record": dict(event.record),
-        "collectionId": event.collection_id,
-    }
-    if event.stored is not None:
-        body["stored"] = dict(event.stored)
-    try:
-        # ASCII-only: the entry can always be encoded, even with lone surrogates.
-        return json.dumps(body, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidEvent(f"event is not JSON-serialisable: {exc}") from exc
-
-
-def _decode_event(payload: str, entry_id: str) -> Event:
-    """The Event of a v1 entry's ``e`` field; ValueError (or InvalidEvent) if malformed."""
-    data = json.loads(payload)
-    if not isinstance(data, dict):
-        raise ValueError("event payload is not a JSON object")
-    collection, action, record = data.get("collection"), data.get("action"), data.get("record")
-    if not isinstance(collection, str) or not isinstance(action, str):
-        raise ValueError("event payload has no collection or action")
-    if not isinstance(record, dict):
-        raise ValueError("event payload has no record object")
-    stored = data.get("stored")
-    return Event(
-        collection=collection,
-        action=action,
-        record=record,
-        collection_id=str(data.get("collectionId") or ""),
-        id=entry_id,
-        stored=stored if isinstance(stored, dict) else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,17 +193,13 @@ class RedisBroker:
             raise ValueError(f"socket_timeout must be positive, got {socket_timeout!r}")
         if not stream:
             raise ValueError("stream must be a non-empty key name")
-        redis_mod = _import_redis()
-        from redis import exceptions as rex
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
+        errors = _redis.load()
         self.stream = stream
         self.epoch_key = f"{stream}:epoch"
         self.history_size = history_size
         self.outbox_size = outbox_size
         self.block_ms = block_ms
-        self._spawn = spawn or _spawn_daemon
+        self._spawn = spawn or _redis.spawn_daemon
         self._clock = clock
         self._backoff_initial = backoff_initial
         self._backoff_cap = backoff_cap
@@ -279,29 +210,18 @@ class RedisBroker:
         #: This broker's id in the wire format's ``o`` field and its client names.
         self.origin = uuid.uuid4().hex[:16]
 
-        self._net_errors: tuple[type[Exception], ...] = (
-            rex.ConnectionError,
-            rex.TimeoutError,
-            OSError,
-        )
-        self._response_error: type[Exception] = rex.ResponseError
-        self._auth_errors: tuple[type[Exception], ...] = (
-            rex.AuthenticationError,
-            rex.AuthorizationError,
-        )
+        self._net_errors = errors.network
+        self._response_error = errors.response
+        self._auth_errors = errors.auth
 
         def client(role: str, read_timeout: float) -> redis.Redis:
             # No retries inside redis-py: the loops own retrying (and ordering).
-            return t.cast(
-                "redis.Redis",
-                redis_mod.Redis.from_url(
-                    url,
-                    decode_responses=True,
-                    socket_timeout=read_timeout,
-                    socket_connect_timeout=socket_timeout,
-                    retry=Retry(NoBackoff(), 0),
-                    client_name=f"realtime-{role}-{self.origin}",
-                ),
+            return _redis.connect(
+                url,
+                socket_timeout=read_timeout,
+                connect_timeout=socket_timeout,
+                name=f"realtime-{role}-{self.origin}",
+                retry=False,
             )
 
         # Three pools, each connecting lazily: the drainer's (the one publishing
@@ -347,7 +267,7 @@ class RedisBroker:
         outbox is full the event is dropped, counted in ``status()["dropped"]``
         and an ``outbox_overflow`` reset is queued at that point of the log.
         """
-        payload = _encode_event(event)
+        payload = _redis.encode_event(event)
         now = self._clock()
         overflow_started = False
         pending: _Pending | None = None
@@ -419,7 +339,7 @@ class RedisBroker:
         Raises BrokerUnavailable under gevent with unpatched sockets, for a
         Redis older than 7.0, a refused login, or a stream key of another type.
         """
-        _check_sockets_patched()
+        _redis.require_patched_sockets("RedisBroker")
         with self._lock:
             if self._started or self._closed:
                 return
@@ -526,7 +446,7 @@ class RedisBroker:
         """
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit!r}")
-        if _parse_id(after) is None:
+        if _redis.parse_id(after) is None:
             return None
         events: list[Event] = []
         dedupe = _Dedupe()
@@ -695,7 +615,7 @@ class RedisBroker:
             raise BrokerUnavailable(f"redis key {self.stream!r} is not usable as a stream: {raw}")
         if not isinstance(raw, dict) or "entries-added" not in raw:
             raise BrokerUnavailable("RedisBroker needs Redis >= 7.0 (XINFO STREAM entries-added)")
-        last = _parse_id(str(raw.get("last-generated-id", "")))
+        last = _redis.parse_id(str(raw.get("last-generated-id", "")))
         if last is None:
             raise BrokerUnavailable(f"unexpected XINFO STREAM reply for {self.stream!r}")
         return _StreamInfo(int(raw["entries-added"]), int(raw["length"]), last)
@@ -710,7 +630,7 @@ class RedisBroker:
         if isinstance(reply, Exception):
             raise reply
         info = self._stream_info(raw_info)
-        last = _parse_id(self._last_id) or (0, 0)
+        last = _redis.parse_id(self._last_id) or (0, 0)
         if epoch != self._epoch or info.entries_added < self._offset or info.last_generated < last:
             # Redis lost the stream (restart without persistence, key deleted):
             # read the new stream from its start, after telling everyone.
@@ -793,7 +713,7 @@ class RedisBroker:
 
     def _event_of(self, entry_id: str, fields: t.Mapping[str, str]) -> Event | None:
         try:
-            return _decode_event(fields["e"], entry_id)
+            return _redis.decode_event(fields["e"], entry_id)
         except (KeyError, ValueError) as exc:  # InvalidEvent and JSONDecodeError are ValueErrors
             logger.warning("skipping malformed stream entry %s: %s", entry_id, exc)
             return None

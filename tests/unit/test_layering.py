@@ -170,11 +170,6 @@ def test_frameworks_are_imported_only_in_their_layer() -> None:
     assert offenders == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layout move in progress: "
-    "core/rules.py, store/records.py and cluster/broker.py still to split",
-)
 def test_no_module_over_800_lines() -> None:
     long = {
         str(path.relative_to(PACKAGE)): n
