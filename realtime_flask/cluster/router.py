@@ -1,4 +1,8 @@
-"""Subscriptions that land on any worker: a client registry and a control channel in Redis.
+"""The Redis router: subscription POSTs that land on any worker, over one plain Redis.
+
+This is a router over plain Redis: one server at one URL, through a plain
+``redis.Redis`` client.  It is not Redis Cluster support (its keys are not
+hash-tagged to one slot, and no cluster client is used).
 
 A realtime client's stream lives in one process (its *node*); its
 ``POST /api/realtime`` may reach any worker of any host.  The worker that gets
@@ -14,12 +18,33 @@ Rules:
    a POST already waiting on the dead owner (its wait re-checks the heartbeat).
    A heartbeat that finds its own key gone (Redis lost its data, or the key
    expired while Redis was unreachable) registers the node's clients again.
-2. Control: the POST's worker pushes ``{req, client, subs, auth, addr}`` on
-   ``<prefix>:ctl:<node>`` and waits (bounded) on ``<prefix>:reply:<req>``; the
-   owner's control greenlet applies it with ``RealtimeManager.subscribe`` (same
-   checks, same errors as one process) and pushes the outcome back.
+2. Control: the POST's worker pushes a command on ``<prefix>:ctl:<node>`` and
+   waits (bounded) on ``<prefix>:reply:<req>``; the owner's control loop
+   applies it with ``RealtimeManager.subscribe`` (same checks, same errors as
+   one process) and pushes the outcome back.
 3. A local client never leaves the process: no Redis round trip.
-4. ``import redis`` happens only in this module and in ``redis_broker``.
+4. ``redis`` is imported lazily, through ``cluster/_redis.py``.
+5. Every message between workers carries the version ``v``.  One of another
+   version (a rolling upgrade) is logged once per version and ignored: a
+   command is not applied and gets no reply (its POST answers 404 after the
+   reply timeout), a reply counts as no reply (404), a parked state is not
+   resumed (the client starts afresh).
+
+Messages, version ``"1"`` (JSON text)::
+
+    RPUSH <prefix>:ctl:<node>
+        {"v": "1", "req": <request id>, "until": <unix seconds>, "client": <client id>,
+         "subs": [<topic>, ...], "auth": <auth> | null, "addr": <remote address> | null}
+    RPUSH <prefix>:reply:<req>
+        {"v": "1", "status": 204} | {"v": "1", "status": 400 | 403 | 404, "message": <text>}
+    SET <prefix>:parked:<client id> PX <grace ms>
+        {"v": "1", "subs": [<topic>, ...], "auth": <auth> | null, "addr": ..., "reason": <text>,
+         "age": <seconds connected>, "parkedAt": <unix seconds>}
+
+    <auth> = {"collectionId", "id", "collectionName", "record", "superuser"}
+
+The owner drops a command it reads after ``until``: its POST has answered 404
+by then and must not change anything later.
 """
 
 from __future__ import annotations
@@ -35,7 +60,10 @@ import typing as t
 
 from nanoid import generate as _nanoid
 
-from realtime_flask import runtime
+from realtime_flask.cluster import _redis
+from realtime_flask.cluster._redis import Spawn
+from realtime_flask.cluster._redis import user_from_json
+from realtime_flask.cluster._redis import user_to_json
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.topics import Subscription
 from realtime_flask.core.topics import parse_topic
@@ -44,57 +72,43 @@ from realtime_flask.engine.manager import RealtimeManager
 from realtime_flask.engine.router import LocalRouter
 from realtime_flask.errors import AccessDenied
 from realtime_flask.errors import BadRequest
-from realtime_flask.errors import BrokerUnavailable
 from realtime_flask.errors import ClientNotFound
 from realtime_flask.errors import RealtimeError
 
-__all__ = ["RedisRouter"]
+__all__ = ["CONTROL_VERSION", "RedisRouter"]
 
 logger = logging.getLogger(__name__)
 
-Spawn = t.Callable[[t.Callable[[], None]], object]
-
+#: The ``v`` of every message this router writes, and the only one it reads.
+CONTROL_VERSION: t.Final[str] = "1"
 #: Closed client ids kept for the lazy registry cleanup, at most.
 MAX_GONE = 100_000
-
-
-def _spawn_daemon(target: t.Callable[[], None]) -> object:
-    return runtime.spawn_daemon(target, "realtime-router")
-
-
-def _user_to_json(user: AuthUser | None) -> dict[str, object] | None:
-    if user is None:
-        return None
-    return {
-        "collectionId": user.collection_id,
-        "id": user.id,
-        "collectionName": user.collection_name,
-        "record": dict(user.record),
-        "superuser": user.superuser,
-    }
-
-
-def _user_from_json(data: object) -> AuthUser | None:
-    if not isinstance(data, dict):
-        return None
-    record = data.get("record")
-    return AuthUser(
-        collection_id=str(data.get("collectionId", "")),
-        id=str(data.get("id", "")),
-        collection_name=str(data.get("collectionName", "")),
-        record=record if isinstance(record, dict) else {},
-        superuser=bool(data.get("superuser", False)),
-    )
 
 
 class RedisRouter:
     """Routes subscription POSTs to the node that holds the client's stream.
 
-    :param url: Redis URL.
+    ::
+
+        router = RedisRouter("redis://127.0.0.1:6379/0", manager, grace=30)
+        router.start()      # in the worker, after gevent patched sockets
+
+    :param url: Redis URL (``redis://``, ``rediss://``, ``unix://``) of one
+        plain Redis server (not Redis Cluster).
     :param manager: this node's clients.
+    :param prefix: the first part of every key this router uses.
     :param ttl: seconds a node stays alive without a heartbeat; its clients
-        answer 404 that long after it died.
-    :param reply_timeout: seconds to wait for the owner's answer.
+        answer 404 that long after it died.  The heartbeat runs every
+        ``ttl / 3`` seconds.
+    :param reply_timeout: seconds a POST waits for the owner's answer.
+    :param grace: seconds a closed client stays resumable (``Last-Event-ID``)
+        on any worker; 0 parks nothing.
+    :param spawn: starts a loop; a daemon ``threading.Thread`` by default,
+        which is a greenlet under gevent's monkey-patching.
+
+    Raises BrokerUnavailable when the redis package is missing, or under
+    gevent with unpatched sockets.  Clients connect lazily: an unreachable
+    Redis is not an error here.
     """
 
     def __init__(
@@ -108,17 +122,8 @@ class RedisRouter:
         grace: float = 0.0,
         spawn: Spawn | None = None,
     ) -> None:
-        try:
-            import redis
-        except ImportError:  # pragma: no cover - depends on the install
-            raise BrokerUnavailable(
-                "install realtime_flask[redis] to use REALTIME_REDIS_URL"
-            ) from None
-        try:
-            runtime.require_patched_sockets("Redis")
-        except runtime.RuntimeUnavailable as exc:
-            raise BrokerUnavailable(str(exc)) from None
-        self._redis_mod = redis
+        self._errors = _redis.load()
+        _redis.require_patched_sockets("RedisRouter")
         self.url = url
         self.manager = manager
         self._local = LocalRouter(manager)
@@ -126,7 +131,7 @@ class RedisRouter:
         self.ttl = ttl
         self.reply_timeout = reply_timeout
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{_nanoid(size=8)}"
-        self._spawn = spawn or _spawn_daemon
+        self._spawn = spawn or _redis.spawn_daemon
         self._stop = threading.Event()
         self._started = False
         self._gone: list[str] = []
@@ -136,11 +141,10 @@ class RedisRouter:
         self.grace = grace
         self._to_park: dict[str, ParkedClient] = {}
         self._park_wake = threading.Event()
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._warned_versions: set[str] = set()
+        self._r = _redis.connect(url, socket_timeout=5, connect_timeout=2)
         # Waits for the owner's reply: its socket must outlast the BLPOP timeout.
-        self._wait = redis.Redis.from_url(
-            url, socket_timeout=reply_timeout + 5, socket_connect_timeout=2
-        )
+        self._wait = _redis.connect(url, socket_timeout=reply_timeout + 5, connect_timeout=2)
         # HDEL only if the entry still names this node: a client resumed on
         # another worker meanwhile keeps its registry entry.
         self._forget_script = self._r.register_script(
@@ -150,7 +154,7 @@ class RedisRouter:
             "    n = n + redis.call('HDEL', KEYS[1], id) end end "
             "return n"
         )
-        self._ctl = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._ctl = _redis.connect(url, socket_timeout=5, connect_timeout=2)
         self.connected = False
         manager.on_remove(self._on_removed)
 
@@ -169,12 +173,16 @@ class RedisRouter:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Beat once, then start the heartbeat, control (and, with ``grace``, parking) loops.
+
+        An unreachable Redis is logged, not raised: the heartbeat keeps trying.
+        """
         if self._started:
             return
         self._started = True
         try:
             self._beat()
-        except self._redis_mod.RedisError as exc:
+        except self._errors.any as exc:
             logger.warning("realtime router: Redis unreachable at start (%s); retrying", exc)
         self._spawn(self._heartbeat_loop)
         self._spawn(self._control_loop)
@@ -182,14 +190,17 @@ class RedisRouter:
             self._spawn(self._park_loop)
 
     def close(self) -> None:
+        """Stop the loops (each within about a second), park the clients closed
+        meanwhile, forget closed clients and remove this node's heartbeat."""
         self._stop.set()
         self._park_wake.set()
         self._flush_parked()  # clients closed by the shutdown stay resumable elsewhere
-        with contextlib.suppress(self._redis_mod.RedisError):
+        with contextlib.suppress(self._errors.any):
             self._flush_gone()
             self._r.delete(self._node_key(self.node_id))
 
     def status(self) -> dict[str, object]:
+        """``{"router": "redis", "node": <node id>, "connected": <last heartbeat succeeded>}``."""
         return {"router": "redis", "node": self.node_id, "connected": self.connected}
 
     def _beat(self) -> None:
@@ -214,7 +225,7 @@ class RedisRouter:
                 for client_id in client_ids[start : start + 500]:
                     pipe.hsetnx(self._clients_key, client_id, self.node_id)
                 pipe.execute()
-        except self._redis_mod.RedisError:
+        except self._errors.any:
             self._reregister = True
             self.connected = False
             raise
@@ -227,7 +238,7 @@ class RedisRouter:
                 self._forget_script(
                     keys=[self._clients_key], args=[self.node_id, *live[start : start + 500]]
                 )
-        except self._redis_mod.RedisError:
+        except self._errors.any:
             self.connected = False
             self._gone[:0] = gone[-MAX_GONE:]
             raise
@@ -237,7 +248,7 @@ class RedisRouter:
         while not self._stop.wait(interval):
             try:
                 self._beat()
-            except self._redis_mod.RedisError as exc:
+            except self._errors.any as exc:
                 logger.warning("realtime router heartbeat failed: %s", exc)
 
     # -- registry -----------------------------------------------------------------------
@@ -246,7 +257,7 @@ class RedisRouter:
         """Record that ``client_id``'s stream lives here (before PB_CONNECT goes out)."""
         try:
             self._r.hset(self._clients_key, client_id, self.node_id)
-        except self._redis_mod.RedisError as exc:
+        except self._errors.any as exc:
             # The stream still works locally; POSTs to other workers answer 404
             # until the next successful heartbeat registers it.
             self._reregister = True
@@ -278,8 +289,9 @@ class RedisRouter:
         pipe = self._r.pipeline(transaction=False)
         for parked in batch.values():
             state = {
+                "v": CONTROL_VERSION,
                 "subs": [s.raw for s in parked.subscriptions],
-                "auth": _user_to_json(parked.user),
+                "auth": user_to_json(parked.user),
                 "addr": parked.remote_addr,
                 "reason": parked.reason,
                 "age": parked.age,
@@ -288,7 +300,7 @@ class RedisRouter:
             pipe.set(self._parked_key(parked.id), json.dumps(state), px=int(self.grace * 1000))
         try:
             pipe.execute()
-        except self._redis_mod.RedisError as exc:
+        except self._errors.any as exc:
             logger.warning("realtime: %d closed clients not parked: %s", len(batch), exc)
 
     def take_parked(self, client_id: str, remote_addr: str | None) -> ParkedClient | None:
@@ -304,15 +316,17 @@ class RedisRouter:
             if raw is None:
                 return None
             data = json.loads(raw)
+            if not self._understands("parked client", data):
+                return None
             if data.get("addr") != remote_addr or not self._r.delete(self._parked_key(client_id)):
                 return None
-        except (self._redis_mod.RedisError, ValueError):
+        except (self._errors.any, ValueError):
             return None
         parked_for = max(time.time() - float(data.get("parkedAt", time.time())), 0.0)
         return ParkedClient(
             client_id,
             tuple(parse_topic(r) for r in data.get("subs", []) if isinstance(r, str)),
-            _user_from_json(data.get("auth")),
+            user_from_json(data.get("auth")),
             data.get("addr"),
             str(data.get("reason", "")),
             age=float(data.get("age", 0.0)) + parked_for,
@@ -327,6 +341,15 @@ class RedisRouter:
         user: AuthUser | None,
         remote_addr: str | None,
     ) -> None:
+        """Apply a validated ``POST /api/realtime`` on the node holding ``client_id``.
+
+        Returns once the owner applied it.  Raises what the owner's
+        ``RealtimeManager.subscribe`` raises, as PocketBase answers: BadRequest
+        (400: the POST does not come from the stream's address), AccessDenied
+        (403: an auth transition other than guest->guest, guest->X, X->X),
+        ClientNotFound (404: no such client, its node died, Redis is
+        unreachable, or no reply of this version within ``reply_timeout``).
+        """
         if self.manager.get_client(client_id) is not None:
             self._local.subscribe(client_id, subscriptions, user, remote_addr)
             return
@@ -334,7 +357,7 @@ class RedisRouter:
             node = self._r.hget(self._clients_key, client_id)
             if node is None:
                 raise ClientNotFound()
-            node_id = node.decode() if isinstance(node, bytes) else str(node)
+            node_id = str(node)
             if node_id == self.node_id:
                 raise ClientNotFound()
             if not self._r.exists(self._node_key(node_id)):
@@ -343,13 +366,14 @@ class RedisRouter:
                 raise ClientNotFound()
             request_id = _nanoid(size=21)
             command = {
+                "v": CONTROL_VERSION,
                 "req": request_id,
                 # The owner drops a command it reads after this: the POST has
                 # answered 404 by then and must not change anything later.
                 "until": time.time() + self.reply_timeout,
                 "client": client_id,
                 "subs": [s.raw for s in subscriptions],
-                "auth": _user_to_json(user),
+                "auth": user_to_json(user),
                 "addr": remote_addr,
             }
             reply_key = f"{self.prefix}:reply:{request_id}"
@@ -358,12 +382,15 @@ class RedisRouter:
             pipe.expire(self._ctl_key(node_id), int(max(self.ttl * 3, 30)))
             pipe.execute()
             reply = self._await_reply(reply_key, node_id, client_id)
-        except self._redis_mod.RedisError as exc:
+        except self._errors.any as exc:
             logger.warning("realtime POST for %s could not be routed: %s", client_id, exc)
             raise ClientNotFound() from None
         if reply is None:
             raise ClientNotFound()
-        _raise_for(json.loads(reply[1]))
+        outcome = json.loads(reply[1])
+        if not self._understands("control reply", outcome):
+            raise ClientNotFound()
+        _raise_for(outcome)
 
     def _await_reply(self, reply_key: str, node_id: str, client_id: str) -> t.Any:
         """The owner's reply, or None after ``reply_timeout`` or once the owner is dead.
@@ -393,7 +420,7 @@ class RedisRouter:
             try:
                 item = self._ctl.blpop([key], timeout=1)
                 backoff = 0.05
-            except self._redis_mod.RedisError as exc:
+            except self._errors.any as exc:
                 logger.warning("realtime control channel: %s", exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -405,29 +432,48 @@ class RedisRouter:
             except Exception:  # one bad command must not stop the loop
                 logger.exception("realtime control command failed")
 
-    def _apply(self, command: dict[str, t.Any]) -> None:
+    def _apply(self, message: object) -> None:
+        if not self._understands("control command", message):
+            return
+        command = t.cast("dict[str, t.Any]", message)
         if float(command.get("until", 0)) < time.time():
             logger.warning(
                 "realtime: dropped a late subscription command for %s", command.get("client")
             )
             return
-        outcome: dict[str, object] = {"status": 204}
+        outcome: dict[str, object] = {"v": CONTROL_VERSION, "status": 204}
         try:
             subs = [parse_topic(raw) for raw in command.get("subs", [])]
             self.manager.subscribe(
                 str(command["client"]),
                 subs,
-                _user_from_json(command.get("auth")),
+                user_from_json(command.get("auth")),
                 remote_addr=command.get("addr"),
                 check_addr=True,
             )
         except RealtimeError as exc:
-            outcome = {"status": exc.status_hint, "message": exc.message}
+            outcome = {"v": CONTROL_VERSION, "status": exc.status_hint, "message": exc.message}
         reply_key = f"{self.prefix}:reply:{command['req']}"
         pipe = self._ctl.pipeline(transaction=False)
         pipe.rpush(reply_key, json.dumps(outcome))
         pipe.expire(reply_key, 30)
         pipe.execute()
+
+    def _understands(self, kind: str, message: object) -> bool:
+        """True for a JSON object of ``CONTROL_VERSION``; otherwise log (once per version)."""
+        version = message.get("v") if isinstance(message, dict) else None
+        if version == CONTROL_VERSION:
+            return True
+        key = repr(version)
+        if key not in self._warned_versions:
+            self._warned_versions.add(key)
+            logger.warning(
+                "realtime router: ignoring a %s of version %s (this worker speaks %r)",
+                kind,
+                key,
+                CONTROL_VERSION,
+            )
+        return False
 
 
 def _raise_for(outcome: dict[str, t.Any]) -> None:
