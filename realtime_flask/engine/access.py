@@ -58,11 +58,20 @@ __all__ = [
 
 
 class EventView(t.Protocol):
+    """One event as its subscribers see it; lives for one dispatch of that event."""
+
     def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
-        """The frame's ``data:`` lines for this subscriber, or None for no frame."""
+        """The frame's ``data:`` lines for this subscriber, or None for no frame.
+
+        ``user`` is the client's auth (None for a guest), ``sub`` the matched
+        subscription (topic and options).  The bytes are
+        ``sse.format_data({"record": ..., "action": ...})``, PocketBase's payload.
+        """
 
 
 class Visibility(t.Protocol):
+    """Who may see an event, and what they see: what ``RealtimeManager.dispatch`` asks."""
+
     def begin(self, event: Event) -> EventView:
         """A per-event view holding that event's caches."""
 
@@ -130,12 +139,18 @@ class OpenVisibility:
         self._filters: dict[tuple[str, str], CompiledRule | None] = {}
 
     def begin(self, event: Event) -> EventView:
+        """A view sending the event's record as published (options applied)."""
         return _PublishedView(self, event)
 
     def allowed(self, event: Event, action: str, user: AuthUser | None) -> bool:
+        """Whether ``user`` may see the event through a ``list`` or ``view`` topic: always."""
         return True
 
     def compiled_filter(self, collection: str, source: str) -> CompiledRule | None:
+        """A ``filter`` option compiled once for schemaless records (None if it does not parse).
+
+        The cache is cleared when it passes 4096 entries.
+        """
         key = (collection, source)
         if key not in self._filters:
             if len(self._filters) > 4096:
@@ -237,6 +252,8 @@ class PythonRules(OpenVisibility):
                     self._rules[(collection, action)] = rule
 
     def allowed(self, event: Event, action: str, user: AuthUser | None) -> bool:
+        """Whether ``user`` passes the rule for ``action`` (``list``/``view``) of the
+        first of the event's names (collection name, then id) declared here."""
         for name in event.names:
             if name in self._declared:
                 rule = self._rules.get((name, action))

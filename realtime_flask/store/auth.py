@@ -12,6 +12,10 @@ Rules:
    gevent's thread pool so the hub keeps serving while a hash is computed.
 4. A bad token is never an error here: ``verify_token`` returns None and the
    request is a guest.
+5. A password check against a missing account still costs one hash
+   (``Passwords.check``), so timing does not tell which accounts exist.
+6. No database and no store here: the auth-record operations (login by email,
+   token for a record, record from a token) are ``RecordStore``'s, built on these.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class Passwords:
         )
 
     def hash(self, password: str) -> str:
+        """A new hash of ``password`` (any str, lone surrogates included): a fresh
+        16-byte salt, a 64-byte scrypt digest, the instance's cost ``n``."""
         salt = secrets.token_bytes(16)
         digest = self._derive(password, salt, self.n, SCRYPT_R, SCRYPT_P)
         b64 = base64.b64encode
@@ -77,6 +83,11 @@ class Passwords:
         )
 
     def verify(self, password: str, encoded: str) -> bool:
+        """Whether ``password`` hashes to ``encoded`` (with the cost written in it).
+
+        A malformed or foreign ``encoded`` is False, never an error; the
+        digests are compared in constant time.
+        """
         try:
             prefix, n, r, p, salt, digest = encoded.split("$")
             if prefix != _PREFIX:
@@ -88,9 +99,9 @@ class Passwords:
         return hmac.compare_digest(actual, expected)
 
     def check(self, password: str, encoded: str | None) -> bool:
-        """``verify`` against a stored hash, or None when there is no such account.
+        """``verify`` against the account's stored hash; ``encoded`` None: no such account.
 
-        Without an account a hash is still computed (against a random password
+        Without an account (False) a hash is still computed (against a random password
         hashed once per instance), so a missing identity costs what a wrong
         password does and login timing does not reveal which accounts exist.
         """
@@ -103,6 +114,8 @@ class Passwords:
 
 
 class TokenClaims(t.NamedTuple):
+    """An auth token's claims: ``collectionId``, ``id``, ``exp`` (Unix seconds), ``refreshable``."""
+
     collection_id: str
     record_id: str
     exp: int
@@ -122,7 +135,11 @@ def make_token(
     duration: int,
     now: float | None = None,
 ) -> str:
-    """An HS256 JWT with PocketBase's claims, valid for ``duration`` seconds."""
+    """An HS256 JWT with PocketBase's claims, valid for ``duration`` seconds.
+
+    ``exp`` is ``int(now) + duration`` (Unix seconds; ``now`` defaults to the
+    current time); the key is ``token_key + collection_secret`` (rule 2).
+    """
     issued = time.time() if now is None else now
     payload = {
         "collectionId": collection_id,
@@ -135,7 +152,9 @@ def make_token(
 
 
 def read_token_claims(token: str) -> TokenClaims | None:
-    """The claims of a well-formed auth token, *unverified* (to find the record)."""
+    """The claims of a well-formed auth token, *unverified*: only to find the record
+    whose ``tokenKey`` then verifies it.  None for anything else (wrong ``type``,
+    a claim missing or of the wrong JSON type, not a JWT)."""
     try:
         payload = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
     except jwt.PyJWTError:
@@ -155,7 +174,9 @@ def _claims(payload: object) -> TokenClaims | None:
 def verify_token(
     token: str, *, token_key: str, collection_secret: str, now: float | None = None
 ) -> TokenClaims | None:
-    """The claims when the signature and expiry check out, else None."""
+    """The claims when the token is an HS256 auth token signed with this key and
+    ``exp`` is after ``now`` (Unix seconds, default the current time); else None
+    (rule 4): expired, another key or algorithm, unsigned, tampered, malformed."""
     try:
         payload = jwt.decode(
             token,
@@ -173,7 +194,11 @@ def verify_token(
 
 
 def token_from_header(value: str | None) -> str:
-    """The token of an ``Authorization`` header: raw, or after ``Bearer `` in any case."""
+    """The token of an ``Authorization`` header: raw, or after ``Bearer `` in any case.
+
+    As in PocketBase, the scheme is optional; here it matches in any case and
+    surrounding whitespace is stripped.  ``""`` when there is no header.
+    """
     if not value:
         return ""
     if len(value) > 7 and value[:7].lower() == "bearer ":
