@@ -17,7 +17,7 @@ _EXPORTS: dict[str, str] = {
     "get_state": "realtime_flask.web.extension",
     "create_app": "realtime_flask.web.app",
     "RealtimeManager": "realtime_flask.engine.manager",
-    "RealtimeClient": "realtime_flask.engine.manager",
+    "RealtimeClient": "realtime_flask.engine.client",
     "MemoryBroker": "realtime_flask.engine.broker",
     "Broker": "realtime_flask.engine.broker",
     "Event": "realtime_flask.core.events",
@@ -42,8 +42,8 @@ if t.TYPE_CHECKING:
     from realtime_flask.core.topics import parse_topic as parse_topic
     from realtime_flask.engine.broker import Broker as Broker
     from realtime_flask.engine.broker import MemoryBroker as MemoryBroker
+    from realtime_flask.engine.client import RealtimeClient as RealtimeClient
     from realtime_flask.engine.hub import RealtimeState as RealtimeState
-    from realtime_flask.engine.manager import RealtimeClient as RealtimeClient
     from realtime_flask.engine.manager import RealtimeManager as RealtimeManager
     from realtime_flask.errors import RealtimeError as RealtimeError
     from realtime_flask.web.app import create_app as create_app

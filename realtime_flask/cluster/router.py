@@ -67,7 +67,7 @@ from realtime_flask.cluster._redis import user_to_json
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.topics import Subscription
 from realtime_flask.core.topics import parse_topic
-from realtime_flask.engine.manager import ParkedClient
+from realtime_flask.engine.client import ParkedClient
 from realtime_flask.engine.manager import RealtimeManager
 from realtime_flask.engine.router import LocalRouter
 from realtime_flask.errors import AccessDenied

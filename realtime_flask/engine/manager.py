@@ -1,4 +1,11 @@
-"""RealtimeManager: the registry of connected realtime clients.
+"""RealtimeManager: the registry of connected realtime clients, their topic index and fan-out.
+
+The manager holds the registry (client id -> client), the topic index
+(collection -> subscribed clients, with their auth and topics), dispatch and
+the one frame builder (``position_suffix``, ``client_frames`` and the
+per-event bodies) that the fan-out and a replay (``render``) share, so a
+resumed client gets the very bytes a live one got.  A client's own state is
+engine/client.py; the reaper loop, and which clients it closes, engine/reaper.py.
 
 Rules (break one and a slow or dead client can stall everybody):
 
@@ -19,6 +26,10 @@ knows gevent: the client queue is gevent's cheap flavour once the process is
 patched (every entry point patches) and a ``threading.Condition`` queue
 otherwise, which is what the unit tests use.  ``last_activity`` is a plain
 attribute store (atomic under the GIL and under gevent), never a lock per frame.
+
+``ClientQueue``, ``QueueClosed``, ``RealtimeClient``, ``ParkedClient``,
+``new_client_id`` and ``Reaper`` are importable from here too; their homes are
+``runtime``, engine/client.py and engine/reaper.py.
 """
 
 from __future__ import annotations
@@ -31,14 +42,19 @@ from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nanoid import generate as _nanoid
-
 from realtime_flask import runtime
 from realtime_flask.core import sse
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.events import Event
 from realtime_flask.core.events import same_auth
 from realtime_flask.core.topics import Subscription
+from realtime_flask.engine.client import MAX_LIFETIME_REASON
+from realtime_flask.engine.client import ParkedClient
+from realtime_flask.engine.client import RealtimeClient
+from realtime_flask.engine.client import new_client_id
+from realtime_flask.engine.reaper import IDLE_TIMEOUT_REASON
+from realtime_flask.engine.reaper import Reaper
+from realtime_flask.engine.reaper import expired
 from realtime_flask.errors import AccessDenied
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ClientNotFound
@@ -56,18 +72,14 @@ __all__ = [
     "Reaper",
     "RealtimeClient",
     "RealtimeManager",
+    "client_frames",
     "new_client_id",
+    "position_suffix",
 ]
 
 logger = logging.getLogger(__name__)
 
 Clock = t.Callable[[], float]
-
-#: 40 characters from a 62-symbol alphabet: ~238 random bits, the shape of
-#: PocketBase's ``security.RandomString(40)`` client ids.
-CLIENT_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-CLIENT_ID_LENGTH = 40
-MAX_LIFETIME_REASON = "max lifetime reached"
 
 
 def position_suffix(event_id: str) -> bytes:
@@ -76,60 +88,19 @@ def position_suffix(event_id: str) -> bytes:
     return (b"." + event_id.encode() if event_id else b"") + b"\n"
 
 
-def new_client_id() -> str:
-    """A fresh unguessable client id (nanoid, 40 alphanumerics)."""
-    return str(_nanoid(CLIENT_ID_ALPHABET, CLIENT_ID_LENGTH))
+def client_frames(client: RealtimeClient, position: bytes, bodies: list[bytes]) -> list[bytes]:
+    """The frames ``client`` gets for one event's ``bodies``, in order.
 
-
-class RealtimeClient:
-    """One connected stream.  Registry fields change only under the manager's lock."""
-
-    __slots__ = (
-        "close_reason",
-        "connected_at",
-        "controller",
-        "id",
-        "id_line",
-        "id_prefix",
-        "last_activity",
-        "remote_addr",
-        "subscriptions",
-        "user",
-    )
-
-    def __init__(
-        self, client_id: str, controller: ClientQueue, now: float, remote_addr: str | None
-    ) -> None:
-        self.id = client_id
-        self.controller = controller
-        self.subscriptions: tuple[Subscription, ...] = ()
-        self.user: AuthUser | None = None
-        self.last_activity = now
-        self.connected_at = now
-        self.remote_addr = remote_addr
-        self.close_reason: str | None = None
-        # PocketBase sends ``id:<clientId>`` on every frame; it is the only
-        # per-client part of a frame, so it is encoded once here.
-        self.id_line = sse.format_id_line(client_id)
-        self.id_prefix = self.id_line[:-1]  # without the newline
-
-    def frames(self, position: bytes, bodies: list[bytes]) -> list[bytes]:
-        """Frames for one event's bodies.  Only the last one names the log position
-        (``id:<clientId>.<event id>``, see ``position_suffix``), so a stream cut
-        between two frames of one event resumes before it."""
-        if not bodies:
-            return []
-        if len(bodies) == 1:
-            return [self.id_prefix + position + bodies[0]]
-        head = [self.id_line + body for body in bodies[:-1]]
-        return [*head, self.id_prefix + position + bodies[-1]]
-
-    def connect_frame(self) -> bytes:
-        """The PB_CONNECT frame: ``id`` and ``data.clientId`` are the same id."""
-        return self.id_line + sse.format_event_body("PB_CONNECT", {"clientId": self.id})
-
-    def __repr__(self) -> str:
-        return f"<RealtimeClient {self.id!r} topics={len(self.subscriptions)}>"
+    Every frame starts with the client's ``id:`` line; only the last one names
+    the log position (``id:<clientId>.<event id>``, see ``position_suffix``),
+    so a stream cut between two frames of one event resumes before it.
+    """
+    if not bodies:
+        return []
+    if len(bodies) == 1:
+        return [client.id_prefix + position + bodies[0]]
+    head = [client.id_line + body for body in bodies[:-1]]
+    return [*head, client.id_prefix + position + bodies[-1]]
 
 
 #: A fan-out looks at the time once per this many clients.
@@ -137,25 +108,6 @@ _CLOCK_EVERY: t.Final[int] = 64
 
 #: One index entry: the client, its auth and its subscriptions on one collection.
 _IndexEntry: t.TypeAlias = "tuple[RealtimeClient, AuthUser | None, tuple[Subscription, ...]]"
-
-
-@dataclass(frozen=True, slots=True)
-class ParkedClient:
-    """What a closed client leaves behind for a resume with ``Last-Event-ID``."""
-
-    id: str
-    subscriptions: tuple[Subscription, ...]
-    user: AuthUser | None
-    remote_addr: str | None
-    reason: str
-    #: seconds the client had been connected when it closed (max lifetime
-    #: keeps counting across a resume)
-    age: float = 0.0
-
-    @property
-    def resumable(self) -> bool:
-        """A client ended for its max lifetime must reconnect afresh."""
-        return self.reason != MAX_LIFETIME_REASON
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,6 +428,7 @@ class RealtimeManager:
             for client, user, subs in candidates:
                 slicer.step(len(subs))
                 if len(subs) == 1:
+                    # client_frames for one body, inlined: no list per client.
                     body = body_for(client.id, user, subs[0])
                     if body is None:
                         continue
@@ -488,7 +441,7 @@ class RealtimeManager:
                     else:
                         t.cast(list[bytes], held).append(frame)
                     continue
-                frames = client.frames(position, bodies.bodies_for(client.id, user, subs))
+                frames = client_frames(client, position, bodies.bodies_for(client.id, user, subs))
                 if not frames:
                     continue
                 held = queued.get(client)
@@ -562,7 +515,7 @@ class RealtimeManager:
         names = event.names
         subs = tuple(sub for sub in client.subscriptions if sub.collection in names)
         bodies = _EventBodies(event, view).bodies_for(client.id, client.user, subs)
-        return client.frames(position_suffix(event.id), bodies)
+        return client_frames(client, position_suffix(event.id), bodies)
 
     def send_to_all(self, event_name: str, data: object) -> int:
         """Queue one frame named ``event_name`` to every client (e.g. ``RF_RESET``)."""
@@ -610,16 +563,15 @@ class RealtimeManager:
     def reap(self, now: float | None = None) -> list[str]:
         """Close clients idle longer than ``idle_timeout`` or older than ``max_lifetime``."""
         now = self.clock() if now is None else now
-        idle: list[str] = []
-        old: list[str] = []
         with self._lock:
-            for client in self._clients.values():
-                if now - client.connected_at >= self.max_lifetime:
-                    old.append(client.id)
-                elif now - client.last_activity >= self.idle_timeout:
-                    idle.append(client.id)
+            old, idle = expired(
+                self._clients.values(),
+                now,
+                idle_timeout=self.idle_timeout,
+                max_lifetime=self.max_lifetime,
+            )
         closed = [cid for cid in old if self.remove_client(cid, reason=MAX_LIFETIME_REASON)]
-        closed_idle = [cid for cid in idle if self.remove_client(cid, reason="idle timeout")]
+        closed_idle = [cid for cid in idle if self.remove_client(cid, reason=IDLE_TIMEOUT_REASON)]
         with self._lock:
             self.reaped_lifetime += len(closed)
             self.reaped_idle += len(closed_idle)
@@ -732,44 +684,3 @@ def _dedupe(subscriptions: Iterable[Subscription]) -> tuple[Subscription, ...]:
             seen.add(sub.raw)
             out.append(sub)
     return tuple(out)
-
-
-class Reaper:
-    """The idle-reaper loop: ``manager.reap()`` every ``interval`` seconds until stopped.
-
-    ``start`` runs it through ``spawn`` (a daemon thread by default, which is a
-    greenlet under gevent's monkey-patching); ``stop`` interrupts the wait at
-    once instead of sleeping out a period.
-    """
-
-    def __init__(
-        self,
-        manager: RealtimeManager,
-        interval: float,
-        *,
-        spawn: t.Callable[[t.Callable[[], None]], object] | None = None,
-    ) -> None:
-        self.manager = manager
-        self.interval = interval
-        self._spawn = spawn or (lambda target: runtime.spawn_daemon(target, "realtime-reaper"))
-        self._stop = threading.Event()
-        self._started = False
-
-    def start(self) -> None:
-        if not self._started:
-            self._started = True
-            self._spawn(self.run)
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.tick()
-
-    def tick(self) -> list[str]:
-        try:
-            return self.manager.reap()
-        except Exception:
-            logger.exception("realtime idle reaper pass failed")
-            return []
-
-    def stop(self) -> None:
-        self._stop.set()

@@ -1,6 +1,6 @@
 """Where a subscriptions POST is applied: the seam between one process and a cluster.
 
-``LocalRouter`` applies it to this process's manager; ``redis_cluster.RedisRouter``
+``LocalRouter`` applies it to this process's manager; ``cluster.router.RedisRouter``
 finds the process that holds the client's stream, wherever it is.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.topics import Subscription
-from realtime_flask.engine.manager import ParkedClient
+from realtime_flask.engine.client import ParkedClient
 from realtime_flask.engine.manager import RealtimeManager
 
 __all__ = ["LocalRouter", "Router"]

@@ -12,10 +12,11 @@ from realtime_flask.core.events import AuthUser
 from realtime_flask.core.events import Event
 from realtime_flask.core.topics import Subscription
 from realtime_flask.core.topics import parse_topic
-from realtime_flask.engine.manager import RealtimeClient
+from realtime_flask.engine.client import RealtimeClient
+from realtime_flask.engine.client import new_client_id
 from realtime_flask.engine.manager import RealtimeManager
-from realtime_flask.engine.manager import Reaper
-from realtime_flask.engine.manager import new_client_id
+from realtime_flask.engine.reaper import Reaper
+from realtime_flask.engine.reaper import expired
 from realtime_flask.errors import AccessDenied
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ClientNotFound
@@ -309,6 +310,19 @@ class TestReaper:
         client = manager.register_client()
         assert manager.reap(now=fake_clock.now + 300) == [client.id]
 
+    def test_expired_selects_too_old_first_then_idle(
+        self, manager: RealtimeManager, fake_clock: FakeClock
+    ) -> None:
+        old, idle, busy = (manager.register_client() for _ in range(3))
+        old.connected_at -= 1800  # resumed with its age: old and idle at once
+        fake_clock.advance(300)
+        busy.last_activity = fake_clock.now - 299
+        clients = [idle, old, busy]
+        assert expired(clients, fake_clock.now, idle_timeout=300, max_lifetime=1800) == (
+            [old.id],
+            [idle.id],
+        )
+
     def test_reaper_loop_runs_and_stops(self, fake_clock: FakeClock) -> None:
         manager = RealtimeManager(idle_timeout=10, clock=fake_clock)
         client = manager.register_client()
@@ -521,3 +535,13 @@ def test_a_backlog_of_small_fan_outs_still_yields(fake_clock: FakeClock) -> None
     for i in range(1000):  # one by one, as auth-record updates are delivered
         manager.dispatch(Event("users", "update", {"id": "u"}, id=str(i)))
     assert len(pauses) >= 10
+
+
+def test_names_that_moved_out_stay_importable_from_the_manager() -> None:
+    from realtime_flask.engine import client
+    from realtime_flask.engine import manager
+    from realtime_flask.engine import reaper
+
+    for name in ("RealtimeClient", "ParkedClient", "new_client_id"):
+        assert getattr(manager, name) is getattr(client, name)
+    assert manager.Reaper is reaper.Reaper
