@@ -17,7 +17,8 @@ resume with ``Last-Event-ID`` too) cannot tell two clients apart.
   (one that bypassed the proxy) keeps its peer address.
 * ``trusted`` = 0 (the default: no proxy): forwarding headers are ignored,
   and the first request that carries one logs ONE warning naming the
-  setting, since it most likely came through a proxy nobody told the app about.
+  setting, since it most likely came through a proxy nobody told the app about
+  (not when a ProxyFix of the app's own, wrapped outside, has handled it).
 
 Calling it again for the same app does nothing: ``create_app`` and the
 extension's ``init_app`` may both apply it.
@@ -41,6 +42,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "APPLIED_KEY",
     "FORWARDING_HEADERS",
+    "PROXY_FIX_KEY",
     "SETTING",
     "ForwardingWarning",
     "trust_proxies",
@@ -53,6 +55,8 @@ logger = logging.getLogger(__name__)
 SETTING: t.Final = "REALTIME_TRUSTED_PROXIES"
 #: ``app.extensions`` key recording that (and with which count) the app was wrapped.
 APPLIED_KEY: t.Final = "realtime_flask.trusted_proxies"
+#: What Werkzeug's ProxyFix leaves in the environ once it has rewritten a request.
+PROXY_FIX_KEY: t.Final = "werkzeug.proxy_fix.orig"
 #: WSGI keys of the request headers that show a proxy forwarded the request.
 FORWARDING_HEADERS: t.Final[tuple[str, ...]] = (
     "HTTP_X_FORWARDED_FOR",
@@ -74,7 +78,9 @@ class ForwardingWarning:
         self._lock = threading.Lock()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if not self.warned:
+        # PROXY_FIX_KEY: a ProxyFix of the app's own, wrapped around this one, has applied
+        # the headers already; nothing to warn about.
+        if not self.warned and PROXY_FIX_KEY not in environ:
             found = [key for key in FORWARDING_HEADERS if key in environ]
             if found:
                 self._warn(environ, found)

@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 from flask import request
 from flask.testing import FlaskClient
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from realtime_flask.config import Settings
 from realtime_flask.errors import ConfigError
@@ -124,6 +125,14 @@ def test_each_forwarding_header_triggers_the_warning(
     caplog.set_level(logging.WARNING, logger=LOGGER)
     who(echo_app(0), PROXY, {header: "x"})
     assert len(warnings_of(caplog)) == 1
+
+
+def test_no_warning_under_a_proxy_fix_of_the_apps_own(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    app = echo_app(0)
+    app.wsgi_app = ProxyFix(app.wsgi_app)  # type: ignore[method-assign]
+    assert who(app, PROXY, {"X-Forwarded-For": CLIENT})["addr"] == CLIENT
+    assert warnings_of(caplog) == []
 
 
 def test_trust_is_applied_once_per_app() -> None:
