@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -45,6 +46,8 @@ from tests.support.js import JS
 from tests.support.js import SU_EMAIL
 from tests.support.js import SU_PASSWORD
 from tests.support.js import node_missing
+from tests.support.nginx import NGINX_CONF
+from tests.support.nginx import PLACEHOLDERS
 from tests.support.nginx import NginxServer
 from tests.support.nginx import child_pids
 from tests.support.nginx import require_nginx
@@ -230,6 +233,24 @@ def resume_headers(last_event_id: str, spoofed: str = "") -> dict[str, str]:
     if spoofed:
         headers["X-Forwarded-For"] = spoofed
     return headers
+
+
+# --- the recipe the docs show ---------------------------------------------------------------------
+
+
+def test_the_docs_show_the_files_this_test_runs() -> None:
+    """docs/deployment.md holds deploy/nginx.conf and gunicorn.conf.py verbatim, and its sed
+    command, like deploy/run-local.sh's, fills exactly the placeholders the test fills."""
+    docs = (REPO_ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    nginx_conf = NGINX_CONF.read_text(encoding="utf-8")
+    gunicorn_conf = (REPO_ROOT / "gunicorn.conf.py").read_text(encoding="utf-8")
+    assert f"```nginx\n{nginx_conf}```" in docs
+    assert f"```python\n{gunicorn_conf}```" in docs
+    in_file = set(re.findall(r"\{\{(\w+)\}\}", nginx_conf))
+    assert in_file == set(PLACEHOLDERS)
+    run_local = (REPO_ROOT / "deploy" / "run-local.sh").read_text(encoding="utf-8")
+    for text in (docs.replace(nginx_conf, ""), run_local):
+        assert set(re.findall(r"s\|\{\{(\w+)\}\}\|", text)) == in_file
 
 
 # --- the JS SDK through nginx -------------------------------------------------------------------
