@@ -21,7 +21,11 @@ Rules:
    nothing is dropped, renamed or retyped.  An auth collection gets a unique
    index on non-empty ``email`` and a token secret (the schema's, else one
    generated once and kept in the meta table).
-4. Identifiers reach SQL only through ``quote``; values only as ``?`` parameters.
+4. Identifiers reach SQL only through ``quote``, the package's one identifier
+   quoting (double quotes, inner ones doubled): the rules' own, re-exported
+   here for the store, so rule SQL and store SQL name tables alike.  (It is
+   private in ``core.rules.tree`` for now; import it from ``core.rules``
+   once that exports it.)  Values reach SQL only as ``?`` parameters.
 5. A connection (``connect``) runs in autocommit mode (transactions are
    explicit ``BEGIN``), in WAL mode, and may be used from any thread: the
    caller serialises its use.
@@ -38,6 +42,7 @@ from pathlib import Path
 
 from realtime_flask.core.rules import column_type
 from realtime_flask.core.rules import json_text
+from realtime_flask.core.rules.tree import _quote as quote
 from realtime_flask.core.schema import META_TABLE
 from realtime_flask.core.schema import Collection
 from realtime_flask.core.schema import Field
@@ -83,11 +88,6 @@ def connect(path: str | Path) -> sqlite3.Connection:
     db.execute(f"PRAGMA busy_timeout={BUSY_SLICE_MS}")
     db.execute("PRAGMA case_sensitive_like=OFF")
     return db
-
-
-def quote(name: str) -> str:
-    """``name`` as an SQLite identifier: in double quotes, inner quotes doubled."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _constraints(f: Field) -> str:
