@@ -42,7 +42,7 @@ from pathlib import Path
 
 from realtime_flask.core.rules import column_type
 from realtime_flask.core.rules import json_text
-from realtime_flask.core.rules.tree import _quote as quote
+from realtime_flask.core.rules import quote_identifier as quote
 from realtime_flask.core.schema import META_TABLE
 from realtime_flask.core.schema import Collection
 from realtime_flask.core.schema import Field

@@ -224,7 +224,12 @@ def test_public_names_resolve_lazily() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["realtime_flask.cluster.broker", "realtime_flask.cluster.router"]
+    "module",
+    [
+        "realtime_flask.cluster.broker",
+        "realtime_flask.cluster.router",
+        "realtime_flask.cluster._redis",
+    ],
 )
 def test_redis_is_imported_only_when_used(module: str) -> None:
     code = f"import sys, {module}; print('redis' in sys.modules)"

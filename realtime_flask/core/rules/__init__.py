@@ -88,6 +88,7 @@ from realtime_flask.core.rules.syntax import RuleError
 from realtime_flask.core.rules.syntax import RuleSyntaxError
 from realtime_flask.core.rules.syntax import Text
 from realtime_flask.core.rules.syntax import parse
+from realtime_flask.core.rules.tree import quote_identifier
 from realtime_flask.core.rules.values import SqlValue
 from realtime_flask.core.rules.values import column_type
 from realtime_flask.core.rules.values import json_text
@@ -116,6 +117,7 @@ __all__ = [
     "SqlValue",
     "Text",
     "column_type",
+    "quote_identifier",
     "compile_rule",
     "json_text",
     "parse",

@@ -77,7 +77,9 @@ __all__ = [
 ]
 
 
-def _quote(name: str) -> str:
+def quote_identifier(name: str) -> str:
+    """``name`` as an SQL identifier: in double quotes, inner ones doubled (the one quoting
+    of the package: rule SQL and the store's DDL and queries use it alike)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -85,7 +87,7 @@ class Renderer:
     """The state of one ``to_sql`` print: the table, the ``?`` parameters, source aliases."""
 
     def __init__(self, table: str) -> None:
-        self.base = _quote(table)
+        self.base = quote_identifier(table)
         self.params: list[object] = []
         self.bound: dict[int, str] = {}
         self._n = 0
@@ -96,7 +98,7 @@ class Renderer:
 
     def alias(self, kind: str) -> str:
         self._n += 1
-        return _quote(f"__rule_{kind}{self._n}")
+        return quote_identifier(f"__rule_{kind}{self._n}")
 
 
 class Env:
@@ -205,7 +207,7 @@ class Col(Value):
     aff: int
 
     def sql(self, r: Renderer) -> str:
-        return f"{r.base}.{_quote(self.column)}"
+        return f"{r.base}.{quote_identifier(self.column)}"
 
     def ev(self, env: Env) -> SqlValue:
         return self.conv(env.record.get(self.column))
@@ -225,7 +227,8 @@ class Hop(Value):
     def sql(self, r: Renderer) -> str:
         a = r.alias("h")
         return (
-            f"(SELECT {a}.{_quote(self.column)} FROM {_quote(self.table)} AS {a} "
+            f"(SELECT {a}.{quote_identifier(self.column)} "
+            f"FROM {quote_identifier(self.table)} AS {a} "
             f'WHERE {a}."id" = {self.rel.sql(r)})'
         )
 
@@ -283,7 +286,7 @@ class HopSource(Source):
         r.bound[id(self)] = h
         return (
             f"(SELECT 1) AS {o} LEFT JOIN json_each({_array_or_self(self.rel.sql(r))}) AS {j} "
-            f'LEFT JOIN {_quote(self.table)} AS {h} ON {h}."id" = {j}."value"'
+            f'LEFT JOIN {quote_identifier(self.table)} AS {h} ON {h}."id" = {j}."value"'
         )
 
     def items(self, env: Env) -> list[object]:
@@ -317,7 +320,7 @@ class ItemField(Value):
     aff: int
 
     def sql(self, r: Renderer) -> str:
-        return f"{r.bound[id(self.source)]}.{_quote(self.column)}"
+        return f"{r.bound[id(self.source)]}.{quote_identifier(self.column)}"
 
     def ev(self, env: Env) -> SqlValue:
         rec = t.cast("Mapping[str, object] | None", env.items[id(self.source)])
