@@ -171,4 +171,4 @@ def test_redis_url_without_the_redis_extra_names_the_extra(
         check=False,
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert result.stderr.strip() == "error: install realtime_flask[redis]"
+    assert result.stderr.strip() == "error: install realtime_flask[redis] to use Redis"
