@@ -21,6 +21,7 @@ import sqlite3  # noqa: E402
 import sys  # noqa: E402
 
 import gevent  # noqa: E402
+import gevent.socket  # noqa: E402
 from greenlet import greenlet  # noqa: E402
 
 from realtime_flask.errors import QueryTimeout  # noqa: E402
@@ -33,7 +34,7 @@ WAIT = 10.0
 def main(path: str) -> None:
     hub_pipe = os.pipe()
     pair = (os.pipe(), os.pipe())
-    started: list[str] = []
+    started = os.pipe()  # the statement writes a byte once it is inside SQLite
 
     def wait_byte(fd: int) -> int:
         readable, _, _ = real_select([fd], [], [], WAIT)
@@ -43,7 +44,7 @@ def main(path: str) -> None:
         return 0
 
     def wait_hub() -> int:
-        started.append("hub")
+        os.write(started[1], b"x")
         return wait_byte(hub_pipe[0])
 
     def meet(side: int) -> int:
@@ -60,10 +61,7 @@ def main(path: str) -> None:
         w.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
 
     reading = gevent.spawn(db.read, "SELECT wait_hub()", lane="scan", client="a")
-    for _ in range(1000):  # bounded: until the statement is inside SQLite
-        if started:
-            break
-        gevent.sleep(0.01)
+    gevent.socket.wait_read(started[0], timeout=WAIT)  # awaited on the hub, cooperatively
     os.write(hub_pipe[1], b"x")  # only reached if the hub is not blocked
     hub_ran = reading.get(timeout=WAIT * 2).rows == [(1,)]
 
