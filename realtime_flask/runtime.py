@@ -2,9 +2,11 @@
 
 Everything that needs a concurrency primitive gets it here: the per-client
 frame queue, background loops, a cooperative yield, a thread pool for CPU-heavy
-calls and SQLite statements (``run_blocking``), timers, and the peer-EOF
-watch.  Nothing else in the package imports gevent for primitives (the gevent
-WSGI server in ``server/serve.py`` is an entry point, not a primitive).
+calls (``run_blocking``), thread pools of one's own for SQLite (``Executor``)
+with locks that work across OS threads (``native_lock``), timers, and the
+peer-EOF watch.  Nothing else in the package imports gevent for primitives
+(the gevent WSGI server in ``server/serve.py`` is an entry point, not a
+primitive).
 
 Rules:
 
@@ -24,25 +26,30 @@ Rules:
 from __future__ import annotations
 
 import gc
+import heapq
+import logging
 import os
+import queue
 import socket
 import sys
 import threading
 import time
 import typing as t
 from collections import deque
+from concurrent.futures import Future
 
 __all__ = [
     "ClientQueue",
+    "Executor",
     "QueueClosed",
     "RuntimeUnavailable",
     "cooperative_sleep",
     "tune_gc",
     "gevent_active",
+    "native_lock",
     "new_client_queue",
     "call_later",
     "require_patched_sockets",
-    "reserve_threads",
     "run_blocking",
     "spawn_daemon",
     "watch_peer_eof",
@@ -111,23 +118,163 @@ def run_blocking(fn: t.Callable[[], _T]) -> _T:
     return t.cast(_T, gevent.get_hub().threadpool.apply(fn))
 
 
-def reserve_threads(count: int) -> None:
-    """Make sure ``run_blocking`` can run ``count`` calls at once (grows gevent's
-    pool, never shrinks it); nothing to do with plain threads."""
-    if not gevent_active():
-        return
-    import gevent
+class _Failed:
+    """An exception raised on a pool thread, carried back to the caller as a value
+    (gevent prints every exception a pool thread raises)."""
 
-    pool = gevent.get_hub().threadpool
-    if pool.maxsize < count:
-        pool.maxsize = count
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _Threads:
+    """The thread flavour of ``Executor``: a fixed set of threads on one queue."""
+
+    def __init__(self, threads: int) -> None:
+        self._tasks: queue.SimpleQueue[tuple[t.Callable[[], t.Any], Future[t.Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._work, name=f"realtime-sql-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            fn, future = task
+            future.set_result(fn())  # fn never raises: Executor.run wraps it
+
+    def run(self, fn: t.Callable[[], _T]) -> _T:
+        future: Future[_T] = Future()
+        self._tasks.put((fn, future))
+        return future.result()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._tasks.put(None)
+
+
+class Executor:
+    """``threads`` OS threads of its own that run calls off the gevent hub, first come
+    first served.
+
+    Under gevent a ``gevent.threadpool.ThreadPool`` (the calling greenlet waits,
+    every other greenlet keeps running); otherwise ``threads`` daemon threads
+    named ``realtime-sql-*``, all started at once (the calling thread waits).
+    Either way ``fn`` runs on one of these threads, never on the caller's, so
+    state owned by the threads (a SQLite connection each) needs no lock
+    against callers.  The
+    flavour is chosen when the executor is built.  ``fn`` must not touch
+    gevent objects or patched locks; ``native_lock`` is the lock to share
+    between its threads and the hub.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+        self._gevent = gevent_active()
+        self._pool: t.Any
+        if self._gevent:
+            from gevent.threadpool import ThreadPool
+
+            self._pool = ThreadPool(self.threads)
+        else:
+            self._pool = _Threads(self.threads)
+
+    def run(self, fn: t.Callable[[], _T]) -> _T:
+        """Run ``fn`` on one of the threads and return its result (or raise its exception).
+
+        A caller killed while it waits (a greenlet kill, a timeout) leaves
+        ``fn`` running to its end; ``fn``'s owner stops it if it must.
+        """
+
+        def call() -> _T | _Failed:
+            try:
+                return fn()
+            except BaseException as exc:  # noqa: BLE001 (re-raised in the caller)
+                return _Failed(exc)
+
+        # gevent: the greenlet waits; threads: the caller's thread waits.
+        outcome = self._pool.apply(call) if self._gevent else self._pool.run(call)
+        if isinstance(outcome, _Failed):
+            raise outcome.error
+        return t.cast(_T, outcome)
+
+    def close(self) -> None:
+        """Stop the threads once their calls are done; idempotent."""
+        if self._gevent:
+            self._pool.kill()
+        else:
+            self._pool.close()
+
+
+def native_lock() -> t.Any:
+    """A lock of the OS, never gevent's, for state shared between an ``Executor``'s
+    threads and the hub.  Hold it only for a few instructions: under gevent a
+    wait for it blocks the hub."""
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        return monkey.get_original("threading", "Lock")()
+    return threading.Lock()
+
+
+class _Timers:
+    """One daemon thread that calls due callbacks, for ``call_later`` without gevent
+    (a ``threading.Timer`` per call would start a thread per SQLite statement)."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition(threading.Lock())
+        self._due: list[tuple[float, int, list[t.Callable[[], object] | None]]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, seconds: float, fn: t.Callable[[], object]) -> t.Callable[[], None]:
+        entry: list[t.Callable[[], object] | None] = [fn]
+        with self._wake:
+            self._seq += 1
+            heapq.heappush(self._due, (time.monotonic() + seconds, self._seq, entry))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="realtime-timers", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+        def cancel() -> None:
+            entry[0] = None  # the thread drops it when it comes due
+
+        return cancel
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    timeout = self._due[0][0] - time.monotonic() if self._due else None
+                    self._wake.wait(timeout)
+                _, _, entry = heapq.heappop(self._due)
+            fn = entry[0]
+            if fn is not None:
+                try:
+                    fn()
+                except Exception:  # a callback's failure must not stop the others
+                    logging.getLogger(__name__).exception("timer callback failed")
+
+
+_timers = _Timers()
 
 
 def call_later(seconds: float, fn: t.Callable[[], object]) -> t.Callable[[], None]:
     """Call ``fn`` once after ``seconds`` unless the returned ``cancel`` is called first.
 
     Under gevent a libev timer on the hub (no greenlet, no thread); otherwise
-    a ``threading.Timer``.  ``fn`` must be quick and must not block.
+    one shared timer thread for the process.  ``fn`` must be quick and must
+    not block.
     """
     if gevent_active():
         import gevent
@@ -135,10 +282,7 @@ def call_later(seconds: float, fn: t.Callable[[], object]) -> t.Callable[[], Non
         timer = gevent.get_hub().loop.timer(seconds)
         timer.start(fn)
         return t.cast(t.Callable[[], None], timer.close)
-    thread = threading.Timer(seconds, fn)
-    thread.daemon = True
-    thread.start()
-    return thread.cancel
+    return _timers.add(seconds, fn)
 
 
 #: Allocations between two young-generation collections (CPython's default: 700).

@@ -1,4 +1,4 @@
-"""SQLite connections off the gevent hub: one writer, a pool of readers, a time limit per statement.
+"""SQLite connections off the gevent hub: one writer thread, reader threads, a time limit.
 
 ``sqlite3`` runs a statement in C on the calling thread.  Under gevent that
 thread is the hub's: while one slow list query runs, no event reaches any
@@ -6,35 +6,44 @@ stream of the worker.  This module is where every statement of the store runs.
 
 Rules:
 
-1. Every statement runs through ``runtime.run_blocking``: on a thread of the
-   hub's pool under gevent (``sqlite3`` releases the GIL while SQLite works,
-   so the hub keeps serving), in the caller's own thread otherwise (threaded
-   servers and tests get the same behaviour from real threads).
-2. Only SQL runs on those threads: :meth:`Connections.read` and
-   :meth:`Writer.execute` return fetched rows.  Turning rows into records,
-   evaluating rules and publishing events stay with the caller, so no gevent
-   object or patched lock is ever touched off the hub.
-3. One writer connection, held for a whole transaction by one caller at a time
-   (:meth:`Connections.writing`).  SQLite allows one writer per database file
-   across processes too; waiting for another process's lock is SQLite's own
-   busy wait, on the pool thread, bounded by ``write_timeout`` (StoreBusy).
-4. Reads use their own connections (WAL mode: they never wait for the writer
-   and see the last commit), so reads run in parallel.  Two lanes:
-   ``"scan"`` for client list queries, capped per client key so one client
-   cannot hold every reader; ``"point"`` for lookups by id and rule lookups,
-   with a connection of its own, so they never queue behind scans.
-5. A statement that runs past ``query_timeout`` is interrupted
-   (``Connection.interrupt``) and raises QueryTimeout (PocketBase's 400 body).
+1. Every statement runs on a thread of a lane's own ``runtime.Executor``,
+   never on the caller's: under gevent the hub keeps serving while it runs
+   (``sqlite3`` releases the GIL while SQLite works); with plain threads the
+   behaviour is the same, with real threads.
+2. A lane owns as many connections as it has threads; a call takes a free
+   one on its thread, so a connection is used by one statement at a time and
+   the callers share no lock with SQLite.  Three lanes:
+
+   * ``write``: one thread, the one writer connection.  A write transaction
+     is one call (:meth:`Connections.transaction`), ``BEGIN IMMEDIATE`` to
+     ``COMMIT`` on that thread, so writers queue on the thread and run back
+     to back, never waiting for the hub between two statements, and a caller
+     killed mid-write cannot leave a transaction open.
+   * ``scan``: ``readers`` threads for client list queries; a client key may
+     have at most ``per_client`` of them at once, waiting cooperatively (first
+     come, first served) beyond that, so one client cannot hold every reader.
+   * ``point``: two threads for lookups by id and rule lookups, so they never
+     queue behind scans.
+
+   Readers never wait for the writer (WAL mode) and see the last commit.
+3. Only SQL runs on those threads: calls return fetched rows.  Turning rows
+   into records, evaluating rules and publishing events stay with the caller,
+   so no gevent object or patched lock is touched off the hub.
+4. A call that runs past ``query_timeout`` (counted from its submission) is
+   interrupted (``Connection.interrupt``) and raises QueryTimeout (PocketBase's
+   400).  A caller killed while it waits interrupts its statement too.
+5. Waiting for another process's write lock is SQLite's own busy wait, on the
+   writer thread, bounded by ``write_timeout`` (StoreBusy, 503).
 6. An in-memory database cannot be shared between connections: with
-   ``":memory:"`` every statement runs on the writer connection, one at a time.
+   ``":memory:"`` every call runs in the write lane, one at a time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 import typing as t
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,11 +51,15 @@ from realtime_flask import runtime
 from realtime_flask.errors import QueryTimeout
 from realtime_flask.errors import StoreBusy
 
-__all__ = ["Connections", "Lane", "Result", "Writer"]
+__all__ = ["Connections", "Lane", "Result"]
 
 Params = tuple[object, ...] | list[object] | dict[str, object]
 Row = tuple[t.Any, ...]
 Lane = t.Literal["scan", "point"]
+_T = t.TypeVar("_T")
+
+#: Threads (and connections) of the point lane.
+POINT_READERS: t.Final = 2
 
 
 class Result:
@@ -73,92 +86,101 @@ class Result:
         return iter(self.rows)
 
 
-class _Slot:
-    """One connection, used by one statement at a time."""
+def _execute(conn: sqlite3.Connection, sql: str, params: Params) -> Result:
+    cursor = conn.execute(sql, params)
+    rows = cursor.fetchall()  # fetched to the end: the statement is finished
+    return Result(rows, cursor.rowcount, cursor.lastrowid)
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.busy = threading.Lock()  # held by the caller (a greenlet) for one statement
-        self.guard = threading.Lock()  # orders a timeout's interrupt against the statement's end
-        self.running: object | None = None
 
-    def run(self, sql: str, params: Params, timeout: float) -> Result:
-        token = object()
+class _Call:
+    """One call's connection while it runs, seen by its timer and its caller."""
 
-        def interrupt() -> None:
-            with self.guard:
-                if self.running is token:
-                    self.conn.interrupt()
-                    timed_out.append(True)
+    __slots__ = ("conn", "stopped", "timed_out")
 
-        def work() -> Result | Exception:
-            # Errors come back as values: raised on a pool thread, gevent would
-            # print each one (a unique-constraint hit is not worth a traceback).
+    def __init__(self) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.stopped = False  # do not start (timed out or abandoned while queued)
+        self.timed_out = False
+
+
+class _Lane:
+    """An executor's threads and the connections they use (rule 2)."""
+
+    def __init__(self, conns: list[sqlite3.Connection]) -> None:
+        self.conns = conns
+        self._free = list(conns)
+        self._guard = runtime.native_lock()  # _free and every _Call; held for instructions only
+        self._executor = runtime.Executor(len(conns))
+        self.count = 0  # calls made
+
+    def run(self, fn: t.Callable[[sqlite3.Connection], _T], timeout: float) -> _T:
+        self.count += 1
+        call = _Call()
+
+        def work() -> _T:
+            with self._guard:
+                if call.stopped:
+                    raise sqlite3.OperationalError("interrupted")
+                conn = call.conn = self._free.pop()
             try:
-                cursor = self.conn.execute(sql, params)
-                rows = cursor.fetchall()
-            except Exception as exc:  # noqa: BLE001 (re-raised by the caller below)
-                return exc
-            return Result(rows, cursor.rowcount, cursor.lastrowid)
-
-        timed_out: list[bool] = []
-        with self.busy:
-            self.running = token
-            cancel = runtime.call_later(timeout, interrupt) if timeout > 0 else None
-            try:
-                outcome = runtime.run_blocking(work)
-                if isinstance(outcome, Exception):
-                    raise outcome
-                return outcome
-            except sqlite3.OperationalError as exc:
-                if timed_out and "interrupt" in str(exc):
-                    raise QueryTimeout() from None
-                raise
-            except BaseException:
-                # The caller was killed while the statement ran on its thread:
-                # stop the statement rather than leave it running on a connection
-                # the next caller is about to use.
-                self.conn.interrupt()
-                raise
+                return fn(conn)
             finally:
-                with self.guard:
-                    self.running = None
-                if cancel is not None:
-                    cancel()
+                with self._guard:
+                    call.conn = None
+                    self._free.append(conn)
+
+        def stop(timed_out: bool) -> None:
+            with self._guard:
+                call.timed_out = call.timed_out or timed_out
+                call.stopped = True
+                if call.conn is not None:
+                    call.conn.interrupt()
+
+        cancel = runtime.call_later(timeout, lambda: stop(True)) if timeout > 0 else None
+        try:
+            return self._executor.run(work)
+        except sqlite3.OperationalError as exc:
+            if call.timed_out and "interrupt" in str(exc):
+                raise QueryTimeout() from None
+            raise
+        except BaseException:
+            # Killed while the call waited or ran: do not leave it running.
+            stop(False)
+            raise
+        finally:
+            if cancel is not None:
+                cancel()
+
+    def close(self) -> None:
+        self._executor.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def _close_lanes(lanes: list[_Lane]) -> None:
+    for lane in lanes:
+        lane.close()
 
 
 class _Waiter:
-    """A scan read waiting for a reader; ``_give`` hands it one and wakes it."""
+    """A scan read waiting for its turn; ``_give`` wakes it."""
 
-    __slots__ = ("client", "ready", "slot")
+    __slots__ = ("client", "ready")
 
     def __init__(self, client: str) -> None:
         self.client = client
         self.ready = threading.Event()
-        self.slot: _Slot | None = None
-
-
-class Writer:
-    """The writer connection, held by one caller for one transaction."""
-
-    def __init__(self, slot: _Slot, timeout: float) -> None:
-        self._slot = slot
-        self._timeout = timeout
-
-    def execute(self, sql: str, params: Params = ()) -> Result:
-        """Run one statement of the transaction; QueryTimeout past the time limit."""
-        return self._slot.run(sql, params, self._timeout)
 
 
 class Connections:
     """The connections of one SQLite database file (see the module's rules).
 
     :param path: a database file, or ``":memory:"``.
-    :param readers: connections for scan reads (list queries); ``0`` or an
-        in-memory database sends reads to the writer connection.
-    :param per_client: how many scan readers one client key may hold at once
-        (default: all but one, so another client always finds one free).
-    :param query_timeout: seconds a statement may run before it is interrupted
+    :param readers: threads and connections for scan reads (list queries);
+        ``0`` or an in-memory database sends every read to the write lane.
+    :param per_client: how many scan reads one client key may run at once
+        (default: all but one reader, so another client always finds one).
+    :param query_timeout: seconds a call may take before it is interrupted
         (QueryTimeout); ``0`` disables the limit.
     :param write_timeout: seconds a write waits for another process's write
         lock (SQLite's ``busy_timeout``) before StoreBusy.
@@ -180,27 +202,42 @@ class Connections:
         self.write_timeout = write_timeout
         self._configure = configure or (lambda conn: None)
         self._closed = False
-        self._writer = _Slot(self._connect())
-        self._writer.conn.execute(f"PRAGMA busy_timeout={int(write_timeout * 1000)}")
-        self._writing = threading.Lock()  # one transaction at a time on the writer
+        writer = self._connect()
+        writer.execute(f"PRAGMA busy_timeout={int(write_timeout * 1000)}")
+        self._write = _Lane([writer])
         in_memory = self.path == ":memory:" or self.path.startswith("file::memory:")
         self.readers = 0 if in_memory else max(0, readers)
         self.per_client = max(1, per_client if per_client is not None else self.readers - 1)
-        self._scan: list[_Slot] = []
-        self._point: _Slot | None = None
+        self._scan: _Lane | None = None
+        self._point: _Lane | None = None
         if self.readers:
-            self._scan = [_Slot(self._connect()) for _ in range(self.readers)]
-            self._point = _Slot(self._connect())
-        self._free = list(self._scan)
-        self._lock = threading.Lock()  # guards _free, _holding, _waiting; never held across a wait
-        self._holding: dict[str, int] = {}  # client key -> scan readers it holds
+            self._scan = _Lane([self._connect() for _ in range(self.readers)])
+            self._point = _Lane([self._connect() for _ in range(POINT_READERS)])
+        # A store dropped without close() still stops its threads when collected.
+        self._finalizer = weakref.finalize(self, _close_lanes, self._lanes())
+        self._lock = threading.Lock()  # guards the scan bookkeeping; never held across a wait
+        self._running = 0  # scan reads running
+        self._holding: dict[str, int] = {}  # client key -> scan reads it runs
         self._waiting: list[_Waiter] = []  # in arrival order
-        runtime.reserve_threads(self.readers + 4)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._configure(conn)
         return conn
+
+    def _lanes(self) -> list[_Lane]:
+        return [lane for lane in (self._write, self._scan, self._point) if lane is not None]
+
+    @property
+    def statements(self) -> int:
+        """Calls made so far in every lane (a transaction counts once; tests, metrics)."""
+        return sum(lane.count for lane in self._lanes())
+
+    def setup(self, fn: t.Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` with the writer connection on the writer thread (schema
+        migration at start-up), without a time limit; its result or exception
+        comes back to the caller."""
+        return self._write.run(fn, 0)
 
     # -- reads -------------------------------------------------------------------
 
@@ -209,31 +246,35 @@ class Connections:
     ) -> Result:
         """Run a read-only statement and return its rows.
 
-        :param lane: ``"scan"`` for a client's list query (a scan reader, at
-            most ``per_client`` per ``client`` key at once, waiting
-            cooperatively for one), ``"point"`` for a bounded lookup (its own
-            connection).
+        :param lane: ``"scan"`` for a client's list query (at most
+            ``per_client`` per ``client`` key at once, waiting cooperatively
+            for a turn), ``"point"`` for a bounded lookup.
         :raises QueryTimeout: the statement ran past ``query_timeout``.
         """
-        if self._point is None:
-            return self._writer.run(sql, params, self.query_timeout)
+        if self._scan is None or self._point is None:
+            return self._write.run(lambda conn: _execute(conn, sql, params), self.query_timeout)
         if lane == "point":
-            return self._point.run(sql, params, self.query_timeout)
-        slot = self._take(client or "")
+            return self._point.run(lambda conn: _execute(conn, sql, params), self.query_timeout)
+        key = client or ""
+        self._take(key)
         try:
-            return slot.run(sql, params, self.query_timeout)
+            return self._scan.run(lambda conn: _execute(conn, sql, params), self.query_timeout)
         finally:
-            self._give(slot, client or "")
+            self._give(key)
 
-    def _take(self, client: str) -> _Slot:
-        """A free scan reader for ``client``: first come, first served among the
-        clients under their cap; waits cooperatively (woken alone, by ``_give``)."""
+    def _may_run(self, client: str) -> bool:
+        return self._running < self.readers and self._holding.get(client, 0) < self.per_client
+
+    def _take(self, client: str) -> None:
+        """Wait for a scan turn for ``client``: first come, first served among
+        the clients under their cap; woken alone, by ``_give``."""
         with self._lock:
-            # A waiter exists only while it is over its cap or no reader is
-            # free, and ``_give`` hands a freed reader to the first waiter under
-            # its cap: a newcomer under its cap never jumps an eligible waiter.
-            if self._free and self._holding.get(client, 0) < self.per_client:
-                return self._hand_out(client)
+            # A waiter exists only while it is over its cap or every reader
+            # runs, and ``_give`` hands a turn to the first waiter that may
+            # run: a newcomer never jumps an eligible waiter.
+            if self._may_run(client):
+                self._start(client)
+                return
             waiter = _Waiter(client)
             self._waiting.append(waiter)
         try:
@@ -242,56 +283,71 @@ class Connections:
             with self._lock:
                 if waiter in self._waiting:
                     self._waiting.remove(waiter)
-            if waiter.slot is not None:
-                self._give(waiter.slot, client)
+                    raise
+            self._give(client)  # it had been given a turn already
             raise
-        assert waiter.slot is not None
-        return waiter.slot
 
-    def _hand_out(self, client: str) -> _Slot:
+    def _start(self, client: str) -> None:
+        self._running += 1
         self._holding[client] = self._holding.get(client, 0) + 1
-        return self._free.pop()
 
-    def _give(self, slot: _Slot, client: str) -> None:
+    def _give(self, client: str) -> None:
         with self._lock:
-            self._free.append(slot)
+            self._running -= 1
             left = self._holding[client] - 1
             if left:
                 self._holding[client] = left
             else:
                 del self._holding[client]
             for index, waiter in enumerate(self._waiting):
-                if self._holding.get(waiter.client, 0) < self.per_client:
+                if self._may_run(waiter.client):
                     del self._waiting[index]
-                    waiter.slot = self._hand_out(waiter.client)
+                    self._start(waiter.client)
                     waiter.ready.set()
                     break
 
     # -- writes ------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[Writer]:
-        """Hold the writer connection for one transaction (the caller issues
-        ``BEGIN IMMEDIATE``/``COMMIT``); other writers of this process wait
-        cooperatively.
+    def transaction(self, fn: t.Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` inside ``BEGIN IMMEDIATE`` .. ``COMMIT`` on the writer thread.
+
+        ``fn`` gets the writer connection and issues only SQL; any exception it
+        raises (or an interrupt) rolls the transaction back and reaches the
+        caller.  ``sqlite3.IntegrityError`` reaches it unchanged.
 
         :raises StoreBusy: another process held SQLite's write lock past
             ``write_timeout``.
+        :raises QueryTimeout: the transaction ran past ``query_timeout``.
         """
-        with self._writing:
-            writer = Writer(self._writer, self.query_timeout)
+
+        def script(conn: sqlite3.Connection) -> _T:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield writer
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise StoreBusy() from None
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
+            return result
+
+        return self._writing(script)
+
+    def write(self, sql: str, params: Params = ()) -> Result:
+        """Run one statement on the writer connection, in a transaction of its own."""
+        return self._writing(lambda conn: _execute(conn, sql, params))
+
+    def _writing(self, fn: t.Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return self._write.run(fn, self.query_timeout)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreBusy() from None
+            raise
 
     def close(self) -> None:
-        """Close every connection; idempotent."""
+        """Stop the threads and close every connection; idempotent."""
         if self._closed:
             return
         self._closed = True
-        for slot in [self._writer, *self._scan, *([self._point] if self._point else [])]:
-            with slot.busy:
-                slot.conn.close()
+        self._finalizer()

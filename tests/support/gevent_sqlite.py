@@ -57,8 +57,7 @@ def main(path: str) -> None:
         conn.create_function("meet", 1, meet)
 
     db = Connections(path, readers=2, query_timeout=0, configure=configure)
-    with db.writing() as w:
-        w.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+    db.write("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
 
     reading = gevent.spawn(db.read, "SELECT wait_hub()", lane="scan", client="a")
     gevent.socket.wait_read(started[0], timeout=WAIT)  # awaited on the hub, cooperatively
