@@ -36,6 +36,8 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_TRUSTED_PROXIES": 0,
     "REALTIME_SCHEMA": "",
     "REALTIME_DATA_DIR": "rf_data",
+    "REALTIME_DB_READERS": 4,
+    "REALTIME_QUERY_TIMEOUT": 10.0,
     "REALTIME_HOST": "127.0.0.1",
     "REALTIME_PORT": 8090,
 }
@@ -78,6 +80,12 @@ DOCS: t.Final[Mapping[str, str]] = {
     "shape; empty uses the built-in `users` (auth) and `posts` collections.",
     "REALTIME_DATA_DIR": "Standalone service: folder of the SQLite database (`data.db`, WAL "
     "mode); `:memory:` keeps records in memory (tests).",
+    "REALTIME_DB_READERS": "Standalone service: SQLite reader connections for list queries, "
+    "each running on its own thread off the gevent hub (WAL mode: they run in parallel); one "
+    "client address may hold all but one of them. `0` runs every statement on the writer "
+    "connection.",
+    "REALTIME_QUERY_TIMEOUT": "Standalone service: seconds one SQLite statement may run before "
+    "it is interrupted and the request answers 400 (`0`: no limit).",
     "REALTIME_HOST": "Interface `python wsgi.py` binds to.",
     "REALTIME_PORT": "Port `python wsgi.py` listens on.",
 }
@@ -137,6 +145,8 @@ class Settings:
     trusted_proxies: int
     schema: str
     data_dir: str
+    db_readers: int
+    query_timeout: float
     host: str
     port: int
 
@@ -183,6 +193,10 @@ class Settings:
             ),
             schema=_text("REALTIME_SCHEMA", get("REALTIME_SCHEMA")),
             data_dir=_text("REALTIME_DATA_DIR", get("REALTIME_DATA_DIR")),
+            db_readers=_number("REALTIME_DB_READERS", get("REALTIME_DB_READERS"), int, 0),
+            query_timeout=_number(
+                "REALTIME_QUERY_TIMEOUT", get("REALTIME_QUERY_TIMEOUT"), float, 0
+            ),
             host=_text("REALTIME_HOST", get("REALTIME_HOST")),
             port=_number("REALTIME_PORT", get("REALTIME_PORT"), int, 0),
         )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 
@@ -35,11 +36,16 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+#: Set by ``tests/support/patched_pytest.py``: this session runs patched on purpose.
+PATCHED_SESSION = "RF_PATCHED_SESSION"
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Keep gevent out of this process: importing it changes what the library
     decides (see tests/unit/test_isolated.py); such modules live in tests/isolated/."""
     isolated = any("isolated" in item.path.parts for item in session.items)
-    if "gevent" in sys.modules and not isolated:
+    patched = os.environ.get(PATCHED_SESSION) == "1"  # tests/support/patched_pytest.py
+    if "gevent" in sys.modules and not isolated and not patched:
         raise pytest.UsageError(
             "a collected test module imported gevent: move it to tests/isolated/cases_*.py"
         )

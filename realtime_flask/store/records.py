@@ -13,17 +13,20 @@ Rules:
    successful create, update and delete; a delete event carries the record as
    it was before the delete.  ``on_event`` runs outside the store's lock, and
    an exception it raises is logged, never returned to the writer.
-3. A create's row is inserted, checked against the createRule and committed
-   or rolled back in one transaction (any failure rolls back, greenlet kills
-   included); the record is read back under the same lock, so a delete cannot
-   slip in between.
-4. The store never imports Flask.  sqlite3 calls are short and local; they
-   run under one lock (a connection is not shared between greenlets mid-call).
-   Password hashing, the only CPU-heavy step, happens during validation,
-   before the lock is taken, and goes through ``Passwords.run_blocking``.
-5. Another process's write lock is waited for cooperatively (``time.sleep``,
-   gevent's under monkey-patching), never in SQLite's C busy loop beyond
-   ``store.sql.BUSY_SLICE_MS``; past ``write_timeout`` a write fails with StoreBusy (503).
+3. A create's row is inserted, checked against the createRule, read back
+   and committed or rolled back in one transaction (any failure rolls back,
+   greenlet kills included), so a delete cannot slip in between.  A delete
+   reads, checks and deletes in one transaction too.
+4. The store never imports Flask.  Every statement runs through
+   ``store.connections.Connections``: off the gevent hub, reads in parallel on
+   WAL reader connections (a client's list queries in the ``scan`` lane,
+   capped per client; lookups by id in the ``point`` lane), writes on the one
+   writer connection, each statement interrupted past ``query_timeout``
+   (QueryTimeout, 400).  Password hashing, the only CPU-heavy step outside
+   SQLite, happens during validation, before the writer is taken, and goes
+   through ``Passwords.run_blocking``.
+5. Another process's write lock is waited for by SQLite on a pool thread,
+   never on the hub; past ``write_timeout`` a write fails with StoreBusy (503).
 """
 
 from __future__ import annotations
@@ -31,8 +34,6 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-import threading
-import time
 import typing as t
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -47,12 +48,12 @@ from realtime_flask.core.schema import Collection
 from realtime_flask.core.schema import Schema
 from realtime_flask.errors import MissingCollection
 from realtime_flask.errors import NotFound
-from realtime_flask.errors import StoreBusy
 from realtime_flask.errors import ValidationFailed
 from realtime_flask.store.auth import Passwords
 from realtime_flask.store.auth import make_token
 from realtime_flask.store.auth import read_token_claims
 from realtime_flask.store.auth import verify_token
+from realtime_flask.store.connections import Connections
 from realtime_flask.store.policy import DEFAULT_PER_PAGE
 from realtime_flask.store.policy import action_rule
 from realtime_flask.store.policy import list_query
@@ -62,7 +63,7 @@ from realtime_flask.store.present import present_record
 from realtime_flask.store.present import public_record
 from realtime_flask.store.present import without_password
 from realtime_flask.store.sql import Record
-from realtime_flask.store.sql import connect
+from realtime_flask.store.sql import configure
 from realtime_flask.store.sql import encode
 from realtime_flask.store.sql import migrate
 from realtime_flask.store.sql import quote
@@ -94,6 +95,11 @@ class ListResult:
     total_pages: int
 
 
+def _by_id(coll: Collection) -> str:
+    """The SELECT of one stored record by id (parameter: the id)."""
+    return f"SELECT {select_list(coll)} FROM {quote(coll.name)} WHERE id = ?"
+
+
 class RecordStore:
     """Records of every collection of a Schema, in one SQLite database.
 
@@ -102,8 +108,16 @@ class RecordStore:
     :param on_event: called with each committed change, after the commit.
     :param passwords: the password hasher (its ``run_blocking`` decides where
         scrypt runs).
+    :param readers: reader connections for list queries (``REALTIME_DB_READERS``;
+        ``0``, or an in-memory database, runs every statement on the writer).
+    :param query_timeout: seconds one statement may run before it is
+        interrupted and answers QueryTimeout (400); ``0`` disables the limit
+        (``REALTIME_QUERY_TIMEOUT``).
     :param write_timeout: seconds a write waits for another process's write lock
-        (cooperatively) before StoreBusy (503).
+        (off the hub) before StoreBusy (503).
+
+    ``db`` is the store's ``Connections`` (its ``statements`` count is what
+    tests and metrics read).
     """
 
     def __init__(
@@ -113,38 +127,27 @@ class RecordStore:
         *,
         on_event: EventSink | None = None,
         passwords: Passwords | None = None,
+        readers: int = 4,
+        query_timeout: float = 10.0,
         write_timeout: float = 5.0,
     ) -> None:
         self.schema = schema
         self.write_timeout = write_timeout
         self.on_event: EventSink = on_event or (lambda event: None)
         self.passwords = passwords or Passwords()
-        self._lock = threading.RLock()
-        self._db = connect(path)
-        with self._lock:
-            #: auth collection id -> the secret its tokens are signed with.
-            self._secrets: dict[str, str] = migrate(self._db, schema)
+        self.db = Connections(
+            path,
+            readers=readers,
+            query_timeout=query_timeout,
+            write_timeout=write_timeout,
+            configure=configure,
+        )
+        #: auth collection id -> the secret its tokens are signed with.
+        self._secrets: dict[str, str] = self.db.setup(lambda conn: migrate(conn, schema))
 
     def close(self) -> None:
-        """Close the database connection; the store is unusable afterwards."""
-        with self._lock:
-            self._db.close()
-
-    def _write(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
-        """Run a write, waiting (cooperatively, up to ``write_timeout``) while another
-        process holds the database's write lock; StoreBusy after that."""
-        deadline = time.monotonic() + self.write_timeout
-        delay = 0.002
-        while True:
-            try:
-                return self._db.execute(sql, params)
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise StoreBusy() from None
-            time.sleep(delay)  # gevent.sleep under monkey-patching
-            delay = min(delay * 2, 0.05)
+        """Close the database connections; the store is unusable afterwards."""
+        self.db.close()
 
     def collection(self, name_or_id: str) -> Collection:
         """The collection named (or with id) ``name_or_id``.
@@ -161,10 +164,7 @@ class RecordStore:
     def get_record(self, collection: str, record_id: str) -> Record | None:
         """The stored record (hidden fields included), without any rule check."""
         coll = self.collection(collection)
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {select_list(coll)} FROM {quote(coll.name)} WHERE id = ?", (record_id,)
-            ).fetchone()
+        row = self.db.read(_by_id(coll), (record_id,)).fetchone()
         return None if row is None else row_to_record(coll, row)
 
     def lookup(self, collection_id: str, ids: Sequence[str]) -> list[Record]:
@@ -176,11 +176,10 @@ class RecordStore:
         if coll is None or not ids:
             return []
         marks = ", ".join("?" for _ in ids)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {select_list(coll)} FROM {quote(coll.name)} WHERE id IN ({marks})",
-                tuple(ids),
-            ).fetchall()
+        rows = self.db.read(
+            f"SELECT {select_list(coll)} FROM {quote(coll.name)} WHERE id IN ({marks})",
+            tuple(ids),
+        ).fetchall()
         by_id = {r["id"]: r for r in (row_to_record(coll, row) for row in rows)}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -190,9 +189,7 @@ class RecordStore:
         check = row_check(coll, rule, record_id, ctx)
         if check is None:
             return True
-        with self._lock:
-            row = self._db.execute(*check).fetchone()
-        return row is not None
+        return self.db.read(*check).fetchone() is not None
 
     def can_access(
         self, coll: Collection, action: str, record_id: str, ctx: RequestContext
@@ -230,31 +227,41 @@ class RecordStore:
         sort: str = "",
         filter: str = "",
         skip_total: bool = False,
+        client: str | None = None,
     ) -> ListResult:
         """One page of the records ``ctx`` may list (``store.policy`` has the rules).
+
+        ``client`` (the caller's address) is the key of the per-client cap on
+        reader connections, so one client's slow queries leave readers for others.
 
         :raises Forbidden: listRule locked, or ``@request.`` in a non-superuser's
             ``filter``/``sort``.
         :raises BadRequest: ``filter`` or ``sort`` invalid.
+        :raises QueryTimeout: a statement ran past ``query_timeout`` (400).
         """
         coll = self.collection(collection)
         query = list_query(
             self.schema, coll, ctx, page=page, per_page=per_page, sort=sort, filter=filter
         )
         table = quote(coll.name)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {select_list(coll)} FROM {table}{query.where} ORDER BY {query.order} "
-                "LIMIT ? OFFSET ?",
-                (*query.params, query.per_page, query.offset),
-            ).fetchall()
-            if skip_total:
-                total = pages = -1
-            else:
-                total = self._db.execute(
-                    f"SELECT COUNT(*) FROM {table}{query.where}", query.params
-                ).fetchone()[0]
-                pages = math.ceil(total / query.per_page)
+        rows = self.db.read(
+            f"SELECT {select_list(coll)} FROM {table}{query.where} ORDER BY {query.order} "
+            "LIMIT ? OFFSET ?",
+            (*query.params, query.per_page, query.offset),
+            lane="scan",
+            client=client,
+        ).fetchall()
+        if skip_total:
+            total = pages = -1
+        else:
+            counted = self.db.read(
+                f"SELECT COUNT(*) FROM {table}{query.where}",
+                query.params,
+                lane="scan",
+                client=client,
+            ).fetchone()
+            total = t.cast(int, counted[0]) if counted else 0
+            pages = math.ceil(total / query.per_page)
         items = [row_to_record(coll, row) for row in rows]
         return ListResult(items, query.page, query.per_page, total, pages)
 
@@ -276,22 +283,20 @@ class RecordStore:
             f"INSERT INTO {quote(coll.name)} ({', '.join(quote(n) for n in names)}) "
             f"VALUES ({', '.join('?' for _ in names)})"
         )
-        with self._lock:
-            self._write("BEGIN IMMEDIATE")
-            committed = False
-            try:
-                self._db.execute(sql, tuple(encode(coll.field(n), values[n]) for n in names))  # type: ignore[arg-type]
-                if rule is not None and not self._passes(coll, rule, values["id"], ctx):
-                    raise ValidationFailed("Failed to create record.")
-                self._db.execute("COMMIT")
-                committed = True
-            except sqlite3.IntegrityError as exc:
-                raise not_unique("Failed to create record.", coll, exc) from None
-            finally:
-                if not committed:  # any failure, greenlet kills included, rolls back
-                    self._db.execute("ROLLBACK")
-            # Read back under the same lock: a delete cannot slip in between.
-            record = t.cast(Record, self.get_record(coll.name, values["id"]))
+        params = tuple(encode(coll.field(n), values[n]) for n in names)  # type: ignore[arg-type]
+        check = None if rule is None else row_check(coll, rule, values["id"], ctx)
+
+        def insert(conn: sqlite3.Connection) -> tuple[t.Any, ...]:
+            conn.execute(sql, params)
+            if check is not None and conn.execute(*check).fetchone() is None:
+                raise ValidationFailed("Failed to create record.")
+            # Read back in the transaction: a delete cannot slip in between.
+            return t.cast(tuple[t.Any, ...], conn.execute(_by_id(coll), (values["id"],)).fetchone())
+
+        try:
+            record = row_to_record(coll, self.db.transaction(insert))
+        except sqlite3.IntegrityError as exc:
+            raise not_unique("Failed to create record.", coll, exc) from None
         self._emit(coll, "create", record)
         return record
 
@@ -316,14 +321,13 @@ class RecordStore:
         if values:
             assignments = ", ".join(f"{quote(n)} = ?" for n in values)
             params = tuple(encode(coll.field(n), v) for n, v in values.items())  # type: ignore[arg-type]
-            with self._lock:
-                try:
-                    self._write(
-                        f"UPDATE {quote(coll.name)} SET {assignments} WHERE id = ?",
-                        (*params, record_id),
-                    )
-                except sqlite3.IntegrityError as exc:  # an email taken since _validate
-                    raise not_unique("Failed to update record.", coll, exc) from None
+            try:
+                self.db.write(
+                    f"UPDATE {quote(coll.name)} SET {assignments} WHERE id = ?",
+                    (*params, record_id),
+                )
+            except sqlite3.IntegrityError as exc:  # an email taken since _validate
+                raise not_unique("Failed to update record.", coll, exc) from None
         record = self.get_record(coll.name, record_id)
         if record is None:  # deleted meanwhile
             raise NotFound()
@@ -339,15 +343,19 @@ class RecordStore:
         """
         coll = self.collection(collection)
         rule = action_rule(self.schema, coll, "delete", ctx)
-        with self._lock:
-            existing = self.get_record(coll.name, record_id)
-            if existing is None or (
-                rule is not None and not self._passes(coll, rule, record_id, ctx)
-            ):
-                raise NotFound()
-            cursor = self._write(f"DELETE FROM {quote(coll.name)} WHERE id = ?", (record_id,))
-        if cursor.rowcount != 1:
+        check = None if rule is None else row_check(coll, rule, record_id, ctx)
+
+        def remove(conn: sqlite3.Connection) -> tuple[t.Any, ...] | None:
+            row = conn.execute(_by_id(coll), (record_id,)).fetchone()
+            if row is None or (check is not None and conn.execute(*check).fetchone() is None):
+                return None
+            conn.execute(f"DELETE FROM {quote(coll.name)} WHERE id = ?", (record_id,))
+            return t.cast(tuple[t.Any, ...], row)
+
+        row = self.db.transaction(remove)
+        if row is None:
             raise NotFound()
+        existing = row_to_record(coll, row)
         self._emit(coll, "delete", existing)
         return existing
 
@@ -384,11 +392,10 @@ class RecordStore:
         )
 
     def _email_taken(self, coll: Collection, email: str, record_id: str) -> bool:
-        with self._lock:
-            clash = self._db.execute(
-                f"SELECT id FROM {quote(coll.name)} WHERE email = ? AND id != ?",
-                (email, record_id),
-            ).fetchone()
+        clash = self.db.read(
+            f"SELECT id FROM {quote(coll.name)} WHERE email = ? AND id != ?",
+            (email, record_id),
+        ).fetchone()
         return clash is not None
 
     # -- auth -----------------------------------------------------------------------
@@ -400,11 +407,10 @@ class RecordStore:
         one hash, like a wrong password (``Passwords.check``).
         """
         coll = self.collection(collection)
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {select_list(coll)} FROM {quote(coll.name)} WHERE email = ?",
-                (identity,),
-            ).fetchone()
+        row = self.db.read(
+            f"SELECT {select_list(coll)} FROM {quote(coll.name)} WHERE email = ?",
+            (identity,),
+        ).fetchone()
         stored = None if row is None else row_to_record(coll, row)
         encoded = None if stored is None else t.cast(str, stored["password"])
         return stored if self.passwords.check(password, encoded) else None
@@ -452,10 +458,9 @@ class RecordStore:
         """
         coll = self.collection(SUPERUSERS)
         su = RequestContext(auth=None, superuser=True)
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT id FROM {quote(coll.name)} WHERE email = ?", (email,)
-            ).fetchone()
+        row = self.db.read(
+            f"SELECT id FROM {quote(coll.name)} WHERE email = ?", (email,)
+        ).fetchone()
         body = {"password": password, "passwordConfirm": password}
         if row is None:
             return self.create(coll.name, {"email": email, **body}, su), True

@@ -26,9 +26,9 @@ Rules:
    here for the store, so rule SQL and store SQL name tables alike.  (It is
    private in ``core.rules.tree`` for now; import it from ``core.rules``
    once that exports it.)  Values reach SQL only as ``?`` parameters.
-5. A connection (``connect``) runs in autocommit mode (transactions are
+5. A connection (``configure``) runs in autocommit mode (transactions are
    explicit ``BEGIN``), in WAL mode, and may be used from any thread: the
-   caller serialises its use.
+   caller (``store.connections``) serialises its use.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ __all__ = [
     "BUSY_SLICE_MS",
     "Record",
     "column_definition",
+    "configure",
     "connect",
     "decode",
     "empty",
@@ -65,28 +66,34 @@ __all__ = [
 #: A record as the store hands it around: field name -> decoded value.
 Record = dict[str, t.Any]
 
-#: Milliseconds SQLite's own busy wait (blocking, in C) may last; past it the
-#: caller waits for another process's write lock cooperatively.
+#: Milliseconds a reader connection's SQLite busy wait may last (a WAL reader
+#: waits only while another connection recovers the log).
 BUSY_SLICE_MS = 100
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Open the database at ``path`` (``":memory:"``: a private one) with the store's settings.
-
-    :raises sqlite3.Error: the file cannot be opened.
-    """
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+def configure(db: sqlite3.Connection) -> None:
+    """Apply the store's settings to a new connection (``store.connections`` calls it)."""
     db.execute("PRAGMA journal_mode=WAL")
     # PocketBase's setting: in WAL mode NORMAL syncs at checkpoints, not at
     # every commit.  A commit survives a crash of the process; a power loss
     # may take the last commits (FULL would fsync every write, ~0.2 ms each).
     db.execute("PRAGMA synchronous=NORMAL")
-    # SQLite's own busy wait sleeps in C, where gevent cannot switch: bound it
-    # (rare reader waits in WAL mode still get it) and let the caller wait for
-    # another process's write lock cooperatively past that, so a worker's
-    # streams keep flowing while it waits.
+    # Statements run on pool threads (store.connections), so SQLite's own busy
+    # wait never holds the gevent hub; readers rarely wait in WAL mode, the
+    # writer's wait is set by Connections (write_timeout).
     db.execute(f"PRAGMA busy_timeout={BUSY_SLICE_MS}")
     db.execute("PRAGMA case_sensitive_like=OFF")
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open the database at ``path`` (``":memory:"``: a private one) with the store's
+    settings, for scripts and tests; the store itself opens its connections through
+    ``store.connections.Connections`` with ``configure``.
+
+    :raises sqlite3.Error: the file cannot be opened.
+    """
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    configure(db)
     return db
 
 

@@ -9,7 +9,10 @@ Rules:
 1. A topic ``c/<id>`` is checked against the collection's viewRule, ``c/*``
    and bare ``c`` against its listRule, evaluated in memory on the event's
    stored record (``CompiledRule.matches``, which agrees with the SQL the REST
-   API runs); relation hops read through ``RecordStore.lookup``.  ``None``
+   API runs); relation hops read through ``RecordStore.lookup`` (off the
+   gevent hub, like every store statement), once per event and id set: the
+   event's view shares each lookup among its subscribers.  An event whose
+   rules and options follow no relation (a public collection) reads nothing.  ``None``
    (locked) admits superusers only; superusers pass every rule but still get
    their ``filter`` option applied.
 2. A ``filter`` option is compiled as a client filter (hidden fields refused);
@@ -22,13 +25,15 @@ Rules:
    collection the schema does not know is sent as published
    (``engine.access.OpenVisibility``), like a custom message through
    PocketBase's broker.
-5. Caches: per event in the ``EventView``; across events, compiled filters and
+5. Caches: per event in the ``EventView`` (checks, payloads, relation
+   lookups); across events, compiled filters and
    per-topic plans, each table cleared when it passes 4096 entries.
 """
 
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Sequence
 
 from realtime_flask.core import sse
 from realtime_flask.core.events import AuthUser
@@ -46,7 +51,9 @@ from realtime_flask.engine.access import EventView
 from realtime_flask.engine.access import OpenVisibility
 from realtime_flask.engine.access import auth_dict
 from realtime_flask.engine.access import auth_key
+from realtime_flask.store.present import present_record
 from realtime_flask.store.records import RecordStore
+from realtime_flask.store.sql import Record
 
 __all__ = ["StoreVisibility"]
 
@@ -154,10 +161,33 @@ def _auth_id_guard(rule: CompiledRule, coll: Collection) -> str | None:
     return None
 
 
+class _EventReads:
+    """The store's reads during one event's fan-out: a relation lookup runs once
+    per (collection, ids) for all of the event's subscribers."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+        self.schema = store.schema
+        self._found: dict[tuple[str, tuple[str, ...]], list[Record]] = {}
+
+    def lookup(self, collection_id: str, ids: Sequence[str]) -> list[Record]:
+        key = (collection_id, tuple(ids))
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = self.store.lookup(collection_id, ids)
+        return found
+
+    def can_access(
+        self, coll: Collection, action: str, record_id: str, ctx: RequestContext
+    ) -> bool:
+        return self.store.can_access(coll, action, record_id, ctx)
+
+
 class _StoreEventView:
     def __init__(self, owner: StoreVisibility, coll: Collection, event: Event) -> None:
         self.owner = owner
         self.store = owner.store
+        self.reads = _EventReads(owner.store)
         self.coll = coll
         self.event = event
         self.record: dict[str, t.Any] = dict(event.stored or event.record)
@@ -183,7 +213,7 @@ class _StoreEventView:
         found = self._checks.get(key)
         if found is None:
             found = self._checks[key] = rule.matches(
-                self.record, self._ctx(user, sub), self.store.lookup
+                self.record, self._ctx(user, sub), self.reads.lookup
             )
         return found
 
@@ -241,8 +271,13 @@ class _StoreEventView:
         key = (audience, fields, expand)
         data = self._payloads.get(key)
         if data is None:
-            shown = self.store.present(
-                self.coll, self.record, self._ctx(user, sub), fields=fields, expand=expand
+            shown = present_record(
+                self.reads,
+                self.coll,
+                self.record,
+                self._ctx(user, sub),
+                fields=fields,
+                expand=expand,
             )
             data = self._payloads[key] = sse.format_data(
                 {"record": shown, "action": self.event.action}

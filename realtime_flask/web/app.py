@@ -75,6 +75,8 @@ def open_store(settings: Settings, *, on_event: t.Callable[[Event], object]) -> 
         path,
         on_event=on_event,
         passwords=Passwords(_blocking_runner()),
+        readers=settings.db_readers,
+        query_timeout=settings.query_timeout,
     )
 
 

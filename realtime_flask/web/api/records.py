@@ -191,6 +191,7 @@ def list_records(collection: str) -> Response:
         sort=args.get("sort", ""),
         filter=args.get("filter", ""),  # "" = none; only spaces is a syntax error
         skip_total=skip,
+        client=request.remote_addr,
     )
     return jsonify(
         {

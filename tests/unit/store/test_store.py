@@ -386,39 +386,39 @@ class TestAuth:
 
 
 class TestWriteLock:
-    """Another process holding SQLite's write lock: waited for cooperatively, bounded."""
+    """Another process holding SQLite's write lock: waited for on the writer thread, bounded."""
 
     def make(self, path: str, write_timeout: float) -> RecordStore:
         return RecordStore(
             Schema.from_json(SCHEMA), path, passwords=Passwords(n=2**4), write_timeout=write_timeout
         )
 
-    def test_a_write_waits_for_the_lock_then_succeeds(
-        self, tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    def test_a_write_waits_for_the_lock_then_succeeds(self, tmp_path: t.Any) -> None:
         import sqlite3
         import threading
-        import time
-
-        from realtime_flask.store import records as store_module
 
         path = str(tmp_path / "data.db")
         store = self.make(path, write_timeout=10)
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
-        waiting = threading.Event()
-        real_sleep = time.sleep
-
-        def sleep(seconds: float) -> None:  # the store's cooperative wait
-            waiting.set()
-            real_sleep(seconds)
-
-        monkeypatch.setattr(store_module.time, "sleep", sleep)  # type: ignore[attr-defined]
-        releaser = threading.Thread(target=lambda: (waiting.wait(10), other.execute("COMMIT")))
-        releaser.start()
-        record = store.create("public_posts", {"title": "after the lock"}, GUEST)
-        releaser.join(10)
-        assert waiting.is_set()
+        calls = store.db.statements
+        out: list[object] = []
+        writer = threading.Thread(
+            target=lambda: out.append(
+                store.create("public_posts", {"title": "after the lock"}, GUEST)
+            )
+        )
+        writer.start()
+        submitted = threading.Event()
+        for _ in range(1000):  # the create's transaction reaches the writer thread
+            if store.db.statements > calls:
+                break
+            submitted.wait(0.01)
+        assert store.db.statements > calls
+        assert writer.is_alive() and out == []  # it cannot commit while the lock is held
+        other.execute("COMMIT")
+        writer.join(10)
+        record = t.cast(dict[str, t.Any], out[0])
         assert store.get_record("public_posts", record["id"]) is not None
         other.close()
         store.close()
