@@ -244,22 +244,21 @@ class RecordStore:
             self.schema, coll, ctx, page=page, per_page=per_page, sort=sort, filter=filter
         )
         table = quote(coll.name)
-        rows = self.db.read(
+        page_sql = (
             f"SELECT {select_list(coll)} FROM {table}{query.where} ORDER BY {query.order} "
-            "LIMIT ? OFFSET ?",
-            (*query.params, query.per_page, query.offset),
-            lane="scan",
-            client=client,
-        ).fetchall()
+            "LIMIT ? OFFSET ?"
+        )
+        statements: list[tuple[str, tuple[object, ...]]] = [
+            (page_sql, (*query.params, query.per_page, query.offset))
+        ]
+        if not skip_total:
+            statements.append((f"SELECT COUNT(*) FROM {table}{query.where}", tuple(query.params)))
+        results = self.db.read_many(statements, lane="scan", client=client)  # type: ignore[arg-type]
+        rows = results[0].fetchall()
         if skip_total:
             total = pages = -1
         else:
-            counted = self.db.read(
-                f"SELECT COUNT(*) FROM {table}{query.where}",
-                query.params,
-                lane="scan",
-                client=client,
-            ).fetchone()
+            counted = results[1].fetchone()
             total = t.cast(int, counted[0]) if counted else 0
             pages = math.ceil(total / query.per_page)
         items = [row_to_record(coll, row) for row in rows]

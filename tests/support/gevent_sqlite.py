@@ -8,6 +8,8 @@ Patching must come first, as in every entry point.  Prints one JSON line:
 * ``timeout_status``: the status of a statement stopped by the time limit
   (the limit's timer is a hub timer, armed while the greenlet waits).
 * ``greenlets_left``: greenlets alive after 1,000 reads, beyond those before.
+* ``point``: a lookup by rowid runs on the hub (within the step budget); a
+  statement over the budget is stopped there and rerun on a point thread.
 """
 
 from gevent import monkey
@@ -80,6 +82,25 @@ def main(path: str) -> None:
         status = exc.status_hint
     limited.close()
 
+    # Point reads: a lookup stays on the hub, a heavy statement moves to a thread.
+    inline = db._inline
+    assert inline is not None
+    db.write("CREATE TABLE IF NOT EXISTS big (n INTEGER)")
+    db.write(
+        "INSERT INTO big WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+        "WHERE x < 20000) SELECT x FROM c"
+    )
+    before = (inline.count, inline.moved)
+    small = db.read("SELECT n FROM big WHERE rowid = ?", (7,)).rows
+    after_small = (inline.count, inline.moved)
+    heavy = db.read("SELECT sum(n) FROM big").rows
+    after_heavy = (inline.count, inline.moved)
+    point = {
+        "lookup_stayed_on_hub": small == [(7,)] and after_small == (before[0] + 1, before[1]),
+        "heavy_moved_to_a_thread": heavy == [(200010000,)]
+        and after_heavy == (after_small[0] + 1, after_small[1] + 1),
+    }
+
     def alive() -> int:
         return sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead)
 
@@ -101,6 +122,7 @@ def main(path: str) -> None:
                 "parallel": parallel,
                 "timeout_status": status,
                 "greenlets_left": left,
+                "point": point,
             }
         )
     )

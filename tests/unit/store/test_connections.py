@@ -297,4 +297,5 @@ def test_under_gevent_statements_run_off_the_hub(tmp_path: Path) -> None:
         "parallel": True,
         "timeout_status": 400,
         "greenlets_left": 0,
+        "point": {"lookup_stayed_on_hub": True, "heavy_moved_to_a_thread": True},
     }
