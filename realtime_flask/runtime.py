@@ -25,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import heapq
 import logging
@@ -164,7 +165,9 @@ class Executor:
     """``threads`` OS threads of its own that run calls off the gevent hub, first come
     first served.
 
-    Under gevent a ``gevent.threadpool.ThreadPool`` (the calling greenlet waits,
+    ``nice`` lowers the threads' CPU priority by that much (see
+    ``_lower_priority``).  Under gevent a ``gevent.threadpool.ThreadPool``
+    (the calling greenlet waits,
     every other greenlet keeps running); otherwise ``threads`` daemon threads
     named ``realtime-sql-*``, all started at once (the calling thread waits).
     Either way ``fn`` runs on one of these threads, never on the caller's, so
@@ -175,8 +178,10 @@ class Executor:
     between its threads and the hub.
     """
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, *, nice: int = 0) -> None:
         self.threads = max(1, threads)
+        self.nice = nice
+        self._niced: set[int] = set()  # native ids of the threads already lowered
         self._gevent = gevent_active()
         self._pool: t.Any
         if self._gevent:
@@ -194,6 +199,8 @@ class Executor:
         """
 
         def call() -> _T | _Failed:
+            if self.nice:
+                self._lower_priority()
             try:
                 return fn()
             except BaseException as exc:  # noqa: BLE001 (re-raised in the caller)
@@ -204,6 +211,22 @@ class Executor:
         if isinstance(outcome, _Failed):
             raise outcome.error
         return t.cast(_T, outcome)
+
+    def _lower_priority(self) -> None:
+        """Give this thread ``nice`` (Linux: threads have their own niceness), once.
+
+        On a busy machine the hub's thread, at the process's priority, then
+        runs before these threads: events and small requests go first, heavy
+        statements take the CPU left over.  Where the OS has no per-thread
+        priority, nothing changes.
+        """
+        me = threading.get_native_id()
+        if me in self._niced:
+            return
+        self._niced.add(me)
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, me, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
 
     def close(self) -> None:
         """Stop the threads once their calls are done; idempotent."""

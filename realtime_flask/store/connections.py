@@ -22,6 +22,8 @@ Rules:
    * ``scan``: ``readers`` threads for client list queries; a client key may
      have at most ``per_client`` of them at once, waiting cooperatively (first
      come, first served) beyond that, so one client cannot hold every reader.
+     Their CPU priority is lower (``SCAN_NICE``): when list queries take every
+     core, the hub still runs first.
    * ``point``: two threads for lookups by id and rule lookups, so they never
      queue behind scans.
 
@@ -64,6 +66,10 @@ Row = tuple[t.Any, ...]
 Lane = t.Literal["scan", "point"]
 _T = t.TypeVar("_T")
 
+#: How much lower the scan threads' CPU priority is than the process's: when
+#: list queries use every core, the hub (events, streams, small requests) still
+#: gets the CPU first (Linux; elsewhere no change).
+SCAN_NICE: t.Final = 10
 #: Threads (and connections) of the point lane.
 POINT_READERS: t.Final = 2
 #: A point read on the hub is stopped after INLINE_CALLS x INLINE_STEP SQLite VM
@@ -117,11 +123,11 @@ class _Call:
 class _Lane:
     """An executor's threads and the connections they use (rule 2)."""
 
-    def __init__(self, conns: list[sqlite3.Connection]) -> None:
+    def __init__(self, conns: list[sqlite3.Connection], *, nice: int = 0) -> None:
         self.conns = conns
         self._free = list(conns)
         self._guard = runtime.native_lock()  # _free and every _Call; held for instructions only
-        self._executor = runtime.Executor(len(conns))
+        self._executor = runtime.Executor(len(conns), nice=nice)
         self.count = 0  # calls made
 
     def run(self, fn: t.Callable[[sqlite3.Connection], _T], timeout: float) -> _T:
@@ -258,7 +264,7 @@ class Connections:
         self._point: _Lane | None = None
         self._inline: _Inline | None = None
         if self.readers:
-            self._scan = _Lane([self._connect() for _ in range(self.readers)])
+            self._scan = _Lane([self._connect() for _ in range(self.readers)], nice=SCAN_NICE)
             self._point = _Lane([self._connect() for _ in range(POINT_READERS)])
             if runtime.gevent_active():
                 self._inline = _Inline(self._connect())

@@ -90,13 +90,13 @@ def main(path: str) -> None:
         "INSERT INTO big WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
         "WHERE x < 20000) SELECT x FROM c"
     )
-    before = (inline.count, inline.moved)
+    counts = (inline.count, inline.moved)
     small = db.read("SELECT n FROM big WHERE rowid = ?", (7,)).rows
     after_small = (inline.count, inline.moved)
     heavy = db.read("SELECT sum(n) FROM big").rows
     after_heavy = (inline.count, inline.moved)
     point = {
-        "lookup_stayed_on_hub": small == [(7,)] and after_small == (before[0] + 1, before[1]),
+        "lookup_stayed_on_hub": small == [(7,)] and after_small == (counts[0] + 1, counts[1]),
         "heavy_moved_to_a_thread": heavy == [(200010000,)]
         and after_heavy == (after_small[0] + 1, after_small[1] + 1),
     }

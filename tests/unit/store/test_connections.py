@@ -8,6 +8,7 @@ run in a fresh, patched interpreter by the last test.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from realtime_flask import runtime
 from realtime_flask.errors import QueryTimeout
 from realtime_flask.errors import StoreBusy
+from realtime_flask.store.connections import SCAN_NICE
 from realtime_flask.store.connections import Connections
 from tests.support.env import REPO_ROOT
 
@@ -299,3 +301,23 @@ def test_under_gevent_statements_run_off_the_hub(tmp_path: Path) -> None:
         "greenlets_left": 0,
         "point": {"lookup_stayed_on_hub": True, "heavy_moved_to_a_thread": True},
     }
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_scan_threads_run_at_a_lower_cpu_priority_than_the_others(tmp_path: Path) -> None:
+    def configure(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.create_function(
+            "nice", 0, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        )
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    db = Connections(tmp_path / "d.db", readers=2, configure=configure)
+    try:
+        scan = db.read("SELECT nice()", lane="scan", client="a").rows
+        point = db.read("SELECT nice()").rows
+        write = db.write("SELECT nice()").rows
+        assert scan == [(min(19, base + SCAN_NICE),)]
+        assert point == write == [(base,)]
+    finally:
+        db.close()
