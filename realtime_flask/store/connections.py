@@ -66,10 +66,13 @@ Row = tuple[t.Any, ...]
 Lane = t.Literal["scan", "point"]
 _T = t.TypeVar("_T")
 
-#: How much lower the scan threads' CPU priority is than the process's: when
-#: list queries use every core, the hub (events, streams, small requests) still
-#: gets the CPU first (Linux; elsewhere no change).
-SCAN_NICE: t.Final = 10
+#: How much lower the scan threads' CPU priority is than the process's (19: the
+#: lowest).  When list queries use every core, the hub (events, streams, small
+#: requests) and the writer still get the CPU at once; the queries take what
+#: is left (Linux; elsewhere no change).  Measured in ``docs/benchmarks.md``
+#: ("Slow queries (after the fix)"): nice 10 left the event p99 at 3.2x its
+#: quiet value with 2 queries on 2 cores, nice 19 at 2.1x-2.6x.
+SCAN_NICE: t.Final = 19
 #: Threads (and connections) of the point lane.
 POINT_READERS: t.Final = 2
 #: A point read on the hub is stopped after INLINE_CALLS x INLINE_STEP SQLite VM
