@@ -1,6 +1,7 @@
 # gunicorn reads this file from the working directory: `gunicorn wsgi:app`.
 # Command-line flags win over these values.
 from realtime_flask.server.gunicorn_hooks import post_worker_init  # noqa: F401
+from realtime_flask.server.gunicorn_hooks import worker_exit  # noqa: F401
 
 # The gevent worker needs gunicorn's [gevent] extra (install_requires asks for it).
 worker_class = "gevent"
@@ -9,8 +10,9 @@ worker_connections = 1000
 # gevent workers heartbeat the arbiter while streams are open, so this is not a
 # request timeout; long-lived streams are fine.
 timeout = 30
-# Streams are closed on SIGTERM by post_worker_init, so shutdown is quick;
-# this bounds any other request still in flight.
+# On SIGTERM post_worker_init closes the streams (each told to come back within
+# REALTIME_DRAIN_WINDOW, 5 s), the requests in flight finish, then worker_exit
+# flushes the broker; this bounds those requests.
 graceful_timeout = 10
 # gunicorn 23+ opens a control socket at one fixed path per user; several
 # services (or test servers) on one machine would fight over it.

@@ -33,6 +33,7 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_OUTBOX_SIZE": 10000,
     "REALTIME_REGISTRY_TTL": 10.0,
     "REALTIME_RESUME_GRACE": 60.0,
+    "REALTIME_DRAIN_WINDOW": 5.0,
     "REALTIME_TRUSTED_PROXIES": 0,
     "REALTIME_SCHEMA": "",
     "REALTIME_DATA_DIR": "rf_data",
@@ -71,6 +72,10 @@ DOCS: t.Final[Mapping[str, str]] = {
     "REALTIME_RESUME_GRACE": "Seconds after a disconnect during which a plain EventSource "
     "that reconnects with `Last-Event-ID` from the same address gets its client back (id, "
     "topics, auth) and the events it missed; 0 turns resume off.",
+    "REALTIME_DRAIN_WINDOW": "Seconds over which clients of a stopping worker come back: "
+    "each stream closed by a graceful stop (SIGTERM, reload) gets a `retry:` drawn from "
+    "this window, so reconnects arrive spread out, not all at once. Keep it well under "
+    "gunicorn's `graceful_timeout`.",
     "REALTIME_TRUSTED_PROXIES": "How many reverse proxies (nginx, a load balancer) stand in "
     "front of the app, each appending to `X-Forwarded-For`: the client's address, scheme and "
     "host are then read from `X-Forwarded-For/-Proto/-Host` (Werkzeug's `ProxyFix`), so the "
@@ -142,6 +147,7 @@ class Settings:
     outbox_size: int
     registry_ttl: float
     resume_grace: float
+    drain_window: float
     trusted_proxies: int
     schema: str
     data_dir: str
@@ -188,6 +194,7 @@ class Settings:
             outbox_size=_number("REALTIME_OUTBOX_SIZE", get("REALTIME_OUTBOX_SIZE"), int, 1),
             registry_ttl=_number("REALTIME_REGISTRY_TTL", get("REALTIME_REGISTRY_TTL"), float, 0.1),
             resume_grace=_number("REALTIME_RESUME_GRACE", get("REALTIME_RESUME_GRACE"), float, 0),
+            drain_window=_number("REALTIME_DRAIN_WINDOW", get("REALTIME_DRAIN_WINDOW"), float, 0),
             trusted_proxies=_number(
                 "REALTIME_TRUSTED_PROXIES", get("REALTIME_TRUSTED_PROXIES"), int, 0
             ),

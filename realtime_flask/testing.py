@@ -42,6 +42,11 @@ class EventStream:
         self.ended = False
 
     @property
+    def retry(self) -> int | None:
+        """The last ``retry:`` the server sent (milliseconds), or None."""
+        return self._parser.retry
+
+    @property
     def comment_count(self) -> int:
         """Comment lines (keep-alives) seen so far."""
         return self._parser.comment_count

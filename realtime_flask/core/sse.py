@@ -148,6 +148,15 @@ def format_data(data: object) -> bytes:
     return format_field("data", encode_json(data))
 
 
+def format_retry(milliseconds: int) -> bytes:
+    """A frame with only a ``retry:`` field: the client's reconnection delay, no event.
+
+    :raises SSEFormatError: ``milliseconds`` is not a non-negative integer.
+    """
+    _check_retry(milliseconds)
+    return format_field("retry", str(milliseconds)) + b"\n"
+
+
 def format_id_line(id: str) -> bytes:
     """The ``id:`` line of a frame, validated like :attr:`SSEMessage.id`."""
     _check_name_value("id", id)

@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import random
 import typing as t
 from dataclasses import dataclass
 from dataclasses import replace
@@ -87,6 +88,10 @@ class RealtimeState:
     #: Id of the newest event handed to the manager (set before its fan-out).
     last_delivered: str = ""
     auth_refresher: AuthRefresher | None = None
+    #: True from ``drain`` on: streams are closed and new ones are turned away.
+    draining: bool = False
+    #: True from ``close`` on: events can no longer be published.
+    closed: bool = False
 
     def start(self) -> None:
         """Subscribe to the broker (batches when it offers them) and its resets,
@@ -230,15 +235,51 @@ class RealtimeState:
         """Tell every client that events may have been lost (``RF_RESET``): refetch."""
         return self.manager.send_to_all(RESET_EVENT, {"reason": reason})
 
-    def shutdown(self) -> int:
-        """Stop the reaper and close every stream cleanly; returns streams closed."""
+    def drain(self) -> int:
+        """First step of a graceful stop: stop the reaper, close every stream (each
+        is parked for its resume elsewhere) and turn new streams away; the
+        broker stays open, so writes still being served publish their events.
+        Returns the streams closed."""
+        self.draining = True
         if self.reaper is not None:
             self.reaper.stop()
-        closed = self.manager.close_all()
+        return self.manager.close_all()
+
+    def close(self) -> None:
+        """Last step, once no request is left: stop the router, flush the
+        broker's outbox and close it.  A write after this answers 503
+        (``accepting_writes``)."""
+        self.closed = True
+        self.draining = True
         if self.router is not None:
             self.router.close()
         self.broker.close()
+
+    @property
+    def accepting_writes(self) -> bool:
+        """Whether a write's event can still be published (False after ``close``)."""
+        return not self.closed
+
+    def shutdown(self) -> int:
+        """``drain`` then ``close``, for a process with no request left in flight;
+        returns the streams closed."""
+        closed = self.drain()
+        self.close()
         return closed
+
+
+#: The shortest ``retry:`` a drained stream gets (milliseconds).
+MIN_DRAIN_RETRY_MS: t.Final = 250
+
+
+def drain_retry_ms(window: float, rng: random.Random | None = None) -> int:
+    """A reconnection delay for one stream closed by a drain: uniform over the
+    window (seconds), so clients come back spread out rather than all at once.
+
+    Returns milliseconds, at least ``MIN_DRAIN_RETRY_MS``.
+    """
+    top = max(MIN_DRAIN_RETRY_MS, int(window * 1000))
+    return (rng or random).randint(MIN_DRAIN_RETRY_MS, top)
 
 
 def may_change_auth(event: Event) -> bool:

@@ -98,9 +98,13 @@ def serve(app: Flask, host: str, port: int, *, stop_timeout: float = 5.0) -> Non
     server = WSGIServer((host, port), app, handler_class=_Handler, log=None, backlog=LISTEN_BACKLOG)
 
     def shutdown() -> None:
-        closed = get_state(app).shutdown()
+        # The order of gunicorn_hooks: drain the streams, finish the requests in
+        # flight (the broker still publishes their events), then close the hub.
+        state = get_state(app)
+        closed = state.drain()
         logger.info("realtime_flask: closed %d streams, stopping", closed)
         server.stop(timeout=stop_timeout)
+        state.close()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(sig, lambda: gevent.spawn(shutdown))

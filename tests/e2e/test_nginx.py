@@ -727,20 +727,6 @@ def test_an_nginx_reload_mid_writes_loses_no_acknowledged_event(tmp_path: Path) 
         write_through_restarts(d, stop_master=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "issue #10 (shutdown order): on SIGTERM gunicorn_hooks shuts the worker's hub down at "
-        "once (streams, router, broker) while the gevent worker keeps accepting (up to 1 s) and "
-        "serving: (1) records created in that window are committed and answered 200 but their "
-        "events never reach the Redis log (10 to 58 per run in 6 runs, writes started within "
-        "0.25 s after SIGTERM), so no subscriber gets them and none gets RF_RESET; "
-        "(2) a stream resumed (Last-Event-ID) into that window lands on the dying worker, "
-        "which exits without parking it again, so the next reconnect gets a fresh client "
-        "that silently misses what was written meanwhile"
-    ),
-)
 @pytest.mark.timeout(300)
 def test_a_master_stopped_and_nginx_reloaded_mid_writes_lose_no_acknowledged_event(
     tmp_path: Path,

@@ -29,6 +29,7 @@ from realtime_flask import runtime
 from realtime_flask.core import sse
 from realtime_flask.core.topics import validate_subscribe_request
 from realtime_flask.engine.hub import RealtimeState
+from realtime_flask.engine.hub import drain_retry_ms
 from realtime_flask.engine.manager import RealtimeClient
 from realtime_flask.engine.manager import RealtimeManager
 from realtime_flask.errors import RealtimeError
@@ -61,6 +62,8 @@ bp.after_request(cors)
 @bp.get("/api/realtime")
 def connect() -> Response:
     state = get_state()
+    if state.draining:
+        return _turned_away(state.settings.drain_window)
     manager = state.manager
     client = state.open_client(request.remote_addr, request.headers.get("Last-Event-ID", ""))
     try:
@@ -77,7 +80,7 @@ def connect() -> Response:
             stop_watcher()
 
     response = Response(
-        _stream(manager, client, state.settings.keepalive_interval, close),
+        _stream(manager, client, state.settings.keepalive_interval, close, state),
         status=200,
         content_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -86,11 +89,28 @@ def connect() -> Response:
     return response
 
 
+def _turned_away(window: float) -> Response:
+    """A stream request during a graceful stop: only a ``retry:`` hint, then the end.
+
+    Nothing is taken from the registry, so a client parked by the drain stays
+    parked for its reconnect (on another worker); an EventSource reconnects
+    after the hint with the same ``Last-Event-ID``.  A 503 would end a plain
+    EventSource for good (the WHATWG spec fails the connection on a non-200).
+    """
+    return Response(
+        [sse.format_retry(drain_retry_ms(window))],
+        status=200,
+        content_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
 def _stream(
     manager: RealtimeManager,
     client: RealtimeClient,
     keepalive: float,
     close: t.Callable[[], None],
+    state: RealtimeState,
 ) -> Iterator[bytes]:
     try:
         yield client.connect_frame()
@@ -99,6 +119,8 @@ def _stream(
             try:
                 chunk = controller.get(timeout=keepalive)
             except QueueClosed:
+                if state.draining:  # come back later, spread over the drain window
+                    yield sse.format_retry(drain_retry_ms(state.settings.drain_window))
                 return
             if chunk is None:
                 yield KEEPALIVE_FRAME

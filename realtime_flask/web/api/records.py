@@ -36,6 +36,7 @@ from realtime_flask.core.schema import Collection
 from realtime_flask.engine.access import pick_fields
 from realtime_flask.errors import AuthContextMissing
 from realtime_flask.errors import BadRequest
+from realtime_flask.errors import BrokerUnavailable
 from realtime_flask.errors import Forbidden
 from realtime_flask.errors import RealtimeError
 from realtime_flask.errors import Unauthorized
@@ -46,6 +47,7 @@ from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api import json_object
 from realtime_flask.web.api.cors import cors
+from realtime_flask.web.state import get_state
 
 __all__ = ["bp", "get_store", "request_context", "snake_header"]
 
@@ -172,6 +174,18 @@ def present(
     )
 
 
+def writable_store() -> RecordStore:
+    """The store, for a write: once the realtime hub is closed (the last step of
+    a graceful stop) a write's event could not be published, so the write is
+    refused with 503 and changes nothing, rather than succeeding silently.
+
+    :raises BrokerUnavailable: the hub is closed.
+    """
+    if not get_state().accepting_writes:
+        raise BrokerUnavailable()
+    return get_store()
+
+
 def _collection(store: RecordStore, name: str) -> Collection:
     return store.collection(name)
 
@@ -206,7 +220,7 @@ def list_records(collection: str) -> Response:
 
 @bp.post("/api/collections/<collection>/records")
 def create_record(collection: str) -> Response:
-    store = get_store()
+    store = writable_store()
     coll = _collection(store, collection)
     body = _read_body()
     ctx = request_context(body)
@@ -224,7 +238,7 @@ def view_record(collection: str, record_id: str) -> Response:
 
 @bp.patch("/api/collections/<collection>/records/<record_id>")
 def update_record(collection: str, record_id: str) -> Response:
-    store = get_store()
+    store = writable_store()
     coll = _collection(store, collection)
     body = _read_body()
     ctx = request_context(body)
@@ -234,7 +248,7 @@ def update_record(collection: str, record_id: str) -> Response:
 
 @bp.delete("/api/collections/<collection>/records/<record_id>")
 def delete_record(collection: str, record_id: str) -> Response:
-    store = get_store()
+    store = writable_store()
     coll = _collection(store, collection)
     store.delete(coll.name, record_id, request_context())
     response = Response(status=204)
