@@ -13,6 +13,7 @@ import random
 from flask import Flask
 
 from realtime_flask.core import sse
+from realtime_flask.core.events import Event
 from realtime_flask.engine.hub import MIN_DRAIN_RETRY_MS
 from realtime_flask.engine.hub import drain_retry_ms
 from realtime_flask.testing import TestEventStream
@@ -65,7 +66,7 @@ def test_a_stream_request_during_a_drain_gets_only_a_retry_and_takes_nothing() -
 def test_writes_during_a_drain_still_publish_and_after_close_answer_503() -> None:
     app = make_app()
     state = get_state(app)
-    published = []
+    published: list[Event] = []
     state.broker.subscribe(published.append)
     client = app.test_client()
     state.drain()
