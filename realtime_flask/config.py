@@ -34,6 +34,7 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_REGISTRY_TTL": 10.0,
     "REALTIME_RESUME_GRACE": 60.0,
     "REALTIME_DRAIN_WINDOW": 5.0,
+    "REALTIME_MAX_BODY": 1024 * 1024,
     "REALTIME_TRUSTED_PROXIES": 0,
     "REALTIME_SCHEMA": "",
     "REALTIME_DATA_DIR": "rf_data",
@@ -76,6 +77,8 @@ DOCS: t.Final[Mapping[str, str]] = {
     "each stream closed by a graceful stop (SIGTERM, reload) gets a `retry:` drawn from "
     "this window, so reconnects arrive spread out, not all at once. Keep it well under "
     "gunicorn's `graceful_timeout`.",
+    "REALTIME_MAX_BODY": "Most bytes in a request body on the realtime, records and publish "
+    "routes; a longer body answers 413 with PocketBase's JSON body.",
     "REALTIME_TRUSTED_PROXIES": "How many reverse proxies (nginx, a load balancer) stand in "
     "front of the app, each appending to `X-Forwarded-For`: the client's address, scheme and "
     "host are then read from `X-Forwarded-For/-Proto/-Host` (Werkzeug's `ProxyFix`), so the "
@@ -148,6 +151,7 @@ class Settings:
     registry_ttl: float
     resume_grace: float
     drain_window: float
+    max_body: int
     trusted_proxies: int
     schema: str
     data_dir: str
@@ -195,6 +199,7 @@ class Settings:
             registry_ttl=_number("REALTIME_REGISTRY_TTL", get("REALTIME_REGISTRY_TTL"), float, 0.1),
             resume_grace=_number("REALTIME_RESUME_GRACE", get("REALTIME_RESUME_GRACE"), float, 0),
             drain_window=_number("REALTIME_DRAIN_WINDOW", get("REALTIME_DRAIN_WINDOW"), float, 0),
+            max_body=_number("REALTIME_MAX_BODY", get("REALTIME_MAX_BODY"), int, 1),
             trusted_proxies=_number(
                 "REALTIME_TRUSTED_PROXIES", get("REALTIME_TRUSTED_PROXIES"), int, 0
             ),

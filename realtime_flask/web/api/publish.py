@@ -20,6 +20,8 @@ from realtime_flask.errors import Unauthorized
 from realtime_flask.web.api import NOT_FOUND
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
+from realtime_flask.web.api import json_object
+from realtime_flask.web.api import limit_body
 from realtime_flask.web.api.cors import cors
 from realtime_flask.web.state import get_state
 
@@ -40,9 +42,13 @@ def publish() -> tuple[dict[str, object], int]:
     given = given.removeprefix("Bearer ").strip()
     if not hmac.compare_digest(given.encode(), secret.encode()):
         raise Unauthorized("The request requires valid publish credentials.")
-    request.max_content_length = 1024 * 1024
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
+    limit_body()
+    try:
+        raw = request.get_data(cache=False)
+        body = json_object(raw) if request.is_json and raw.strip() else None
+    except BadRequest:
+        body = None
+    if body is None:
         raise BadRequest("The body must be a JSON object.")
     collection = body.get("collection")
     action = body.get("action")

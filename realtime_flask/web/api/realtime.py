@@ -38,6 +38,7 @@ from realtime_flask.web.api import NOT_FOUND
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api import json_object
+from realtime_flask.web.api import limit_body
 from realtime_flask.web.api.cors import cors
 from realtime_flask.web.state import get_state
 
@@ -50,7 +51,6 @@ bp = Blueprint("realtime", __name__)
 KEEPALIVE_FRAME: t.Final[bytes] = sse.format_sse_comment("ping")
 #: Upper bound of a subscriptions POST: 1000 topics of 2500 bytes, JSON
 #: escaped, fit well below this.
-MAX_BODY_BYTES: t.Final[int] = 16 * 1024 * 1024
 #: WSGI environ keys under which servers expose the connection's socket.
 SOCKET_KEYS: t.Final[tuple[str, ...]] = ("gunicorn.socket", "realtime_flask.socket")
 
@@ -155,7 +155,7 @@ def _read_body() -> dict[str, object]:
     JSON only with a JSON content type (else the body is ignored, which then
     fails as "clientId blank"); urlencoded and multipart forms by field.
     """
-    request.max_content_length = MAX_BODY_BYTES
+    limit_body()
     if request.is_json:
         raw = request.get_data(cache=False)
         if not raw.strip():

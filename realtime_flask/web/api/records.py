@@ -46,6 +46,7 @@ from realtime_flask.store.records import RecordStore
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api import json_object
+from realtime_flask.web.api import limit_body
 from realtime_flask.web.api.cors import cors
 from realtime_flask.web.state import get_state
 
@@ -57,7 +58,6 @@ bp.register_error_handler(HTTPException, http_error_response)
 bp.after_request(cors)
 
 STORE_KEY = "realtime_store"
-MAX_BODY_BYTES = 8 * 1024 * 1024
 _SNAKE = re.compile(r"[^a-z0-9]+")
 
 
@@ -124,7 +124,7 @@ JSON_PAYLOAD_KEY = "@jsonPayload"
 
 
 def _read_body() -> dict[str, object]:
-    request.max_content_length = MAX_BODY_BYTES
+    limit_body()
     mimetype = request.mimetype
     if not request.content_length and "Transfer-Encoding" not in request.headers:
         return {}  # PocketBase binds nothing from an empty body, whatever its type

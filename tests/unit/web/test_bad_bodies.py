@@ -1,0 +1,163 @@
+"""Bad request bodies on every route that reads one (issue #10): always a 4xx with
+PocketBase's JSON body, never a 500, and nothing changes.
+
+Instances of the kind: a body nested 5,000 levels deep (Python's parser raised
+RecursionError: a 500), nesting past ``MAX_JSON_DEPTH``, invalid UTF-8, a body
+over ``REALTIME_MAX_BODY`` (413).  The body readers are then fuzzed with
+arbitrary bytes (``RF_FUZZ_EXAMPLES``, 10,000 by default).
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from realtime_flask.errors import BadRequest
+from realtime_flask.web.api import MAX_JSON_DEPTH
+from realtime_flask.web.api import json_object
+from realtime_flask.web.app import create_app
+from tests.support.env import TEST_CONFIG
+
+SECRET: t.Final = "publish-secret"
+MAX_BODY: t.Final = 64 * 1024
+FUZZ_EXAMPLES: t.Final = int(os.environ.get("RF_FUZZ_EXAMPLES", "10000"))
+FUZZ = settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+pytestmark = pytest.mark.timeout(600)
+
+#: (method, path, headers) of every route that reads a JSON body.
+ROUTES: t.Final = [
+    ("POST", "/api/realtime", {}),
+    ("POST", "/api/collections/posts/records", {}),
+    ("PATCH", "/api/collections/posts/records/{id}", {}),
+    ("POST", "/api/collections/users/auth-with-password", {}),
+    ("POST", "/api/realtime/publish", {"Authorization": f"Bearer {SECRET}"}),
+]
+
+
+@pytest.fixture(scope="module")
+def app() -> t.Iterator[Flask]:
+    app = create_app(
+        {**TEST_CONFIG, "REALTIME_PUBLISH_SECRET": SECRET, "REALTIME_MAX_BODY": MAX_BODY}
+    )
+    yield app
+    app.extensions["realtime"].shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def post_id(client: FlaskClient) -> str:
+    created = client.post("/api/collections/posts/records", json={"title": "kept"})
+    assert created.status_code == 200
+    return str(created.get_json()["id"])
+
+
+def send(
+    client: FlaskClient, route: tuple[str, str, dict[str, str]], post_id: str, body: bytes
+) -> t.Any:
+    method, path, headers = route
+    return client.open(
+        path.format(id=post_id),
+        method=method,
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+
+def nested(depth: int) -> bytes:
+    return b'{"clientId": "x", "subscriptions": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def unchanged(client: FlaskClient, post_id: str) -> None:
+    listed = client.get("/api/collections/posts/records").get_json()
+    assert [(item["id"], item["title"]) for item in listed["items"]] == [(post_id, "kept")]
+
+
+def is_pocketbase_error(response: t.Any, status: int, *, empty_data: bool = True) -> bool:
+    body = response.get_json()
+    return (
+        response.status_code == status
+        and set(body) == {"status", "message", "data"}
+        and body["status"] == status
+        and isinstance(body["message"], str)
+        and isinstance(body["data"], dict)
+        and (body["data"] == {} or not empty_data)
+    )
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+@pytest.mark.parametrize("depth", [5000, MAX_JSON_DEPTH + 1])
+def test_a_deeply_nested_body_answers_400(
+    client: FlaskClient, post_id: str, route: tuple[str, str, dict[str, str]], depth: int
+) -> None:
+    response = send(client, route, post_id, nested(depth))
+    assert is_pocketbase_error(response, 400), response.get_data()
+    unchanged(client, post_id)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+def test_invalid_utf8_answers_400(
+    client: FlaskClient, post_id: str, route: tuple[str, str, dict[str, str]]
+) -> None:
+    response = send(client, route, post_id, b'{"title": "\xff\xfe"}')
+    assert is_pocketbase_error(response, 400), response.get_data()
+    unchanged(client, post_id)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+def test_a_body_over_the_limit_answers_413_and_others_are_served(
+    client: FlaskClient, post_id: str, route: tuple[str, str, dict[str, str]]
+) -> None:
+    body = b'{"title": "' + b"x" * MAX_BODY + b'"}'
+    response = send(client, route, post_id, body)
+    assert is_pocketbase_error(response, 413), response.get_data()
+    assert response.get_json()["message"] == "Request entity too large."
+    unchanged(client, post_id)
+    assert client.get("/api/health").status_code == 200
+
+
+def test_json_object_accepts_nesting_up_to_the_limit() -> None:
+    inner = b"[" * (MAX_JSON_DEPTH - 1) + b"]" * (MAX_JSON_DEPTH - 1)
+    assert json_object(b'{"a": ' + inner + b"}")["a"] is not None
+    with pytest.raises(BadRequest):
+        json_object(b'{"a": [' + inner + b"]}")
+
+
+@FUZZ
+@given(raw=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_json_object_on_any_bytes_is_an_object_or_a_400(raw: bytes) -> None:
+    try:
+        body = json_object(raw)
+    except BadRequest as exc:
+        assert exc.status_hint == 400
+    else:
+        assert isinstance(body, dict)
+
+
+@settings(FUZZ, max_examples=max(1, FUZZ_EXAMPLES // 20))
+@given(raw=st.binary(max_size=200), route=st.sampled_from(ROUTES))
+def test_any_body_on_any_route_answers_below_500(
+    client: FlaskClient, post_id: str, raw: bytes, route: tuple[str, str, dict[str, str]]
+) -> None:
+    response = send(client, route, post_id, raw)
+    assert response.status_code < 500, response.get_data()
+    if response.status_code >= 400:
+        assert is_pocketbase_error(response, response.status_code, empty_data=False), (
+            response.get_data()
+        )
