@@ -39,7 +39,8 @@ Messages, version ``"1"`` (JSON text)::
         {"v": "1", "status": 204} | {"v": "1", "status": 400 | 403 | 404, "message": <text>}
     SET <prefix>:parked:<client id> PX <grace ms>
         {"v": "1", "subs": [<topic>, ...], "auth": <auth> | null, "addr": ..., "reason": <text>,
-         "age": <seconds connected>, "parkedAt": <unix seconds>}
+         "age": <seconds connected>, "since": <log position its stream started from>,
+         "parkedAt": <unix seconds>}
 
     <auth> = {"collectionId", "id", "collectionName", "record", "superuser"}
 
@@ -295,6 +296,7 @@ class RedisRouter:
                 "addr": parked.remote_addr,
                 "reason": parked.reason,
                 "age": parked.age,
+                "since": parked.since,
                 "parkedAt": time.time(),
             }
             pipe.set(self._parked_key(parked.id), json.dumps(state), px=int(self.grace * 1000))
@@ -330,6 +332,7 @@ class RedisRouter:
             data.get("addr"),
             str(data.get("reason", "")),
             age=float(data.get("age", 0.0)) + parked_for,
+            since=str(data.get("since", "")),
         )
 
     # -- routing ------------------------------------------------------------------------

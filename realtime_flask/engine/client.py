@@ -65,6 +65,7 @@ class RealtimeClient:
         "id_prefix",
         "last_activity",
         "remote_addr",
+        "since",
         "subscriptions",
         "user",
     )
@@ -80,6 +81,10 @@ class RealtimeClient:
         self.connected_at = now
         self.remote_addr = remote_addr
         self.close_reason: str | None = None
+        #: The log position this client's stream started from (its connect, or
+        #: the end of its replay): a resume with the bare client id, which is
+        #: all a client that has had no event knows, replays from here.
+        self.since = ""
         # PocketBase sends ``id:<clientId>`` on every frame; it is the only
         # per-client part of a frame, so it is encoded once here.
         self.id_line = sse.format_id_line(client_id)
@@ -105,6 +110,8 @@ class ParkedClient:
     #: seconds the client had been connected when it closed (max lifetime
     #: keeps counting across a resume)
     age: float = 0.0
+    #: the log position its stream started from (``RealtimeClient.since``)
+    since: str = ""
 
     @property
     def resumable(self) -> bool:

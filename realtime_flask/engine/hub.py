@@ -163,29 +163,41 @@ class RealtimeState:
     def open_client(self, remote_addr: str | None, last_event_id: str = "") -> RealtimeClient:
         """Register the client of a new stream, resuming a parked one when asked.
 
-        ``last_event_id`` is ``<clientId>.<event id>`` as our frames carry it.  A
-        client parked within the grace period from the same address comes back
-        with its id, topics and auth, and its queue starts with the events it
-        missed since that id (filtered by its rules, in order, no duplicates;
-        an ``RF_RESET`` frame instead when the history no longer reaches back);
-        anything else gets a fresh client.
+        ``last_event_id`` is ``<clientId>.<event id>`` as our frames carry it, or
+        the bare ``<clientId>`` of PB_CONNECT when the client has had no event
+        since (then it resumes from where its stream started,
+        ``RealtimeClient.since``).  A client parked within the grace period
+        from the same address comes back with its id, topics and auth, and its
+        queue starts with the events it missed since that position (filtered
+        by its rules, in order, no duplicates; an ``RF_RESET`` frame instead
+        when the history no longer reaches back); anything else gets a fresh
+        client.
         """
-        client_id, _, position = last_event_id.rpartition(".")
-        parked = None
-        if client_id and position and client_id.isalnum():
-            parked = self.routing.take_parked(client_id, remote_addr)
-        if parked is None:
-            return self.manager.register_client(remote_addr=remote_addr)
-        if parked.user is not None and self.auth_refresher is not None:
-            parked = replace(parked, user=self.auth_refresher(parked.user))
+        client_id, dot, position = last_event_id.rpartition(".")
+        if not dot:  # the bare client id
+            client_id, position = last_event_id, ""
         # Events up to here are replayed, later ones come live.  A worker that
         # has delivered nothing yet replays up to where its listener started.
         upto = self.last_delivered or str(self.broker.status().get("lastId", ""))
+        parked = None
+        if client_id and client_id.isalnum() and (position or not dot):
+            parked = self.routing.take_parked(client_id, remote_addr)
+        if parked is None:
+            client = self.manager.register_client(remote_addr=remote_addr)
+            client.since = upto
+            return client
+        if parked.user is not None and self.auth_refresher is not None:
+            parked = replace(parked, user=self.auth_refresher(parked.user))
         try:
             client = self.manager.register_client(remote_addr=remote_addr, resume=parked)
         except RealtimeError:
-            return self.manager.register_client(remote_addr=remote_addr)
-        self._replay(client, position, upto)
+            client = self.manager.register_client(remote_addr=remote_addr)
+            client.since = upto
+            return client
+        client.since = upto
+        after = position if dot else parked.since
+        if after != upto:  # a bare id with nothing since needs no replay, nor a reset
+            self._replay(client, after, upto)
         return client
 
     def _replay(self, client: RealtimeClient, after: str, upto: str) -> None:

@@ -239,6 +239,7 @@ class RealtimeManager:
                 client.remote_addr,
                 reason,
                 age=self.clock() - client.connected_at,
+                since=client.since,
             )
             client.subscriptions = ()
             client.close_reason = reason

@@ -304,6 +304,7 @@ def test_a_client_closed_on_one_worker_resumes_on_another(
     first, second = make_worker(grace=30), make_worker(grace=30)
     client_id = first.connect()
     first.manager.subscribe(client_id, subs("posts"), ALICE, remote_addr=ADDR)
+    first.client(client_id).since = "1700000000000-3"  # where its stream started
     first.manager.remove_client(client_id, reason="stream ended")
     key = f"realtime:parked:{client_id}"
     wait_until(lambda: raw.exists(key), WAIT, message="parked")
@@ -311,10 +312,11 @@ def test_a_client_closed_on_one_worker_resumes_on_another(
     assert second.router.take_parked(client_id, "10.0.0.2") is None
     parked = second.router.take_parked(client_id, ADDR)
     assert parked is not None
-    assert (parked.user, raws(parked.subscriptions), parked.reason) == (
+    assert (parked.user, raws(parked.subscriptions), parked.reason, parked.since) == (
         ALICE,
         ["posts"],
         "stream ended",
+        "1700000000000-3",  # a bare-id resume on the second worker replays from here
     )
     assert parked.user is not None and parked.user.record == ALICE.record
     assert second.router.take_parked(client_id, ADDR) is None  # taken once

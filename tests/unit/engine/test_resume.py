@@ -86,6 +86,50 @@ def test_resume_gets_the_same_client_then_missed_events_then_live(
     resumed.close()
 
 
+def test_a_client_that_saw_only_pb_connect_resumes_with_its_bare_id(client: FlaskClient) -> None:
+    """Issue #10: an EventSource closed before its first event sends the bare client
+    id (PB_CONNECT's id); it gets its client back and what it missed since it connected."""
+    publish(client, "posts", "before")  # before the stream: never replayed
+    stream, cid = open_stream(client)
+    subscribe(client, cid, ["posts/*"])
+    stream.close()
+    publish(client, "posts", "r1")
+    publish(client, "tags", "t1")  # not subscribed
+    resumed, resumed_id = open_stream(client, cid)
+    assert resumed_id == cid
+    assert ids(resumed, 1) == ["r1"]
+    publish(client, "posts", "r2")
+    assert ids(resumed, 1) == ["r2"]
+    resumed.close()
+
+
+def test_a_bare_id_resume_after_a_resume_replays_from_the_resume(client: FlaskClient) -> None:
+    stream, cid = open_stream(client)
+    subscribe(client, cid, ["posts/*"])
+    publish(client, "posts", "r1")
+    first = stream.next_event()
+    stream.close()
+    resumed, _ = open_stream(client, first.id)  # nothing missed: no replay, no reset
+    resumed.close()
+    publish(client, "posts", "r2")
+    # The resumed stream had only PB_CONNECT (id = bare cid): that is what it sends now.
+    again, again_id = open_stream(client, cid)
+    assert again_id == cid
+    assert ids(again, 1) == ["r2"]  # not r1 again
+    again.close()
+
+
+def test_a_bare_id_resume_with_nothing_missed_gets_no_frame(client: FlaskClient) -> None:
+    stream, cid = open_stream(client)
+    subscribe(client, cid, ["posts/*"])
+    stream.close()
+    resumed, resumed_id = open_stream(client, cid)
+    assert resumed_id == cid
+    publish(client, "posts", "r1")
+    assert ids(resumed, 1) == ["r1"]  # the first frame after PB_CONNECT: no reset, no replay
+    resumed.close()
+
+
 def test_another_address_or_an_unknown_id_starts_fresh(client: FlaskClient) -> None:
     stream, cid = open_stream(client)
     subscribe(client, cid, ["posts/*"])
