@@ -176,21 +176,22 @@ class RealtimeState:
         client_id, dot, position = last_event_id.rpartition(".")
         if not dot:  # the bare client id
             client_id, position = last_event_id, ""
-        # Events up to here are replayed, later ones come live.  A worker that
-        # has delivered nothing yet replays up to where its listener started.
-        upto = self.last_delivered or str(self.broker.status().get("lastId", ""))
         parked = None
         if client_id and client_id.isalnum() and (position or not dot):
-            parked = self.routing.take_parked(client_id, remote_addr)
-        if parked is None:
-            client = self.manager.register_client(remote_addr=remote_addr)
-            client.since = upto
-            return client
-        if parked.user is not None and self.auth_refresher is not None:
-            parked = replace(parked, user=self.auth_refresher(parked.user))
-        try:
-            client = self.manager.register_client(remote_addr=remote_addr, resume=parked)
-        except RealtimeError:
+            parked = self.routing.take_parked(client_id, remote_addr)  # may wait (Redis)
+        if parked is not None and parked.user is not None and self.auth_refresher is not None:
+            parked = replace(parked, user=self.auth_refresher(parked.user))  # may wait (SQLite)
+        # No wait from here to the registration: events up to ``upto`` are
+        # replayed, later ones reach the registered client live.  A worker that
+        # has delivered nothing yet replays up to where its listener started.
+        upto = self.last_delivered or str(self.broker.status().get("lastId", ""))
+        client = None
+        if parked is not None:
+            try:
+                client = self.manager.register_client(remote_addr=remote_addr, resume=parked)
+            except RealtimeError:
+                parked = None
+        if client is None or parked is None:
             client = self.manager.register_client(remote_addr=remote_addr)
             client.since = upto
             return client
