@@ -136,7 +136,8 @@ def parse_id(value: str) -> tuple[int, int] | None:
 
 
 def encode_event(event: Event) -> str:
-    """The ``e`` field of a stream entry: ``{collection, action, record, collectionId, stored?}``.
+    """The ``e`` field of a stream entry:
+    ``{collection, action, record, collectionId, stored?, unfiltered?}``.
 
     Raises InvalidEvent when the record is not JSON-serialisable.
     """
@@ -148,6 +149,8 @@ def encode_event(event: Event) -> str:
     }
     if event.stored is not None:
         body["stored"] = dict(event.stored)
+    if event.unfiltered:
+        body["unfiltered"] = True
     try:
         # ASCII-only: the entry can always be encoded, even with lone surrogates.
         return json.dumps(body, separators=(",", ":"), allow_nan=False)
@@ -174,6 +177,7 @@ def decode_event(payload: str, entry_id: str) -> Event:
         collection_id=str(data.get("collectionId") or ""),
         id=entry_id,
         stored=stored if isinstance(stored, dict) else None,
+        unfiltered=data.get("unfiltered") is True,
     )
 
 

@@ -68,6 +68,10 @@ class Event:
     #: The full stored record (hidden fields included) when the event comes
     #: from the record store: what rules are evaluated on.  Never sent as is.
     stored: t.Mapping[str, object] | None = field(default=None, compare=False, repr=False)
+    #: Trusted code asked for this event to go out as published, even for a
+    #: collection of the record store (whose rules otherwise decide who sees
+    #: it, as for a write through the API).
+    unfiltered: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.collection, str) or not self.collection:

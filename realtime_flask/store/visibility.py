@@ -21,10 +21,12 @@ Rules:
 3. The payload is ``RecordStore.present`` for that subscriber (hidden fields,
    ``emailVisibility``, ``expand`` through each related record's own viewRule,
    ``fields``), encoded once per distinct audience and options.
-4. An event with no stored record (``broadcast()``, the publish route) or of a
-   collection the schema does not know is sent as published
-   (``engine.access.OpenVisibility``), like a custom message through
-   PocketBase's broker.
+4. An event published by trusted code (``broadcast()``, the publish route)
+   for a collection of the store goes through that collection's rules like a
+   write through the API, evaluated on the published record (no hidden field
+   of it is shown).  Sent as published (``engine.access.OpenVisibility``):
+   an event of a collection the schema does not know, like a custom message
+   through PocketBase's broker, and one marked ``unfiltered`` explicitly.
 5. Caches: per event in the ``EventView`` (checks, payloads, relation
    lookups); across events, compiled filters and
    per-topic plans, each table cleared when it passes 4096 entries.
@@ -76,7 +78,7 @@ class StoreVisibility:
         (``broadcast()``, the publish route) without a stored record is sent as
         published, like a custom message through PocketBase's broker."""
         coll = self.store.schema.get(event.collection_id or event.collection)
-        if coll is None or event.stored is None:
+        if coll is None or event.unfiltered:
             return self._published.begin(event)
         return _StoreEventView(self, coll, event)
 

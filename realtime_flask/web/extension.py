@@ -146,9 +146,15 @@ class Realtime:
         record: t.Mapping[str, object],
         *,
         collection_id: str = "",
+        unfiltered: bool = False,
         app: Flask | None = None,
     ) -> Event:
         """Send ``{"record", "action"}`` to every client subscribed to the record.
+
+        For a collection of the standalone service's record store, the
+        collection's listRule/viewRule decide who gets it, evaluated on
+        ``record`` as for a write through the API (hidden fields are not
+        shown); ``unfiltered=True`` sends it to every subscriber as published.
 
         Reaches ``collection/*``, ``collection/<record["id"]>`` and the bare
         ``collection`` topic (and the same with ``collection_id``), one frame
@@ -160,7 +166,9 @@ class Realtime:
         Raises InvalidEvent for a bad collection, action or record.
         """
         state = get_state(app)
-        return state.publish(Event(collection, action, record, collection_id=collection_id))
+        return state.publish(
+            Event(collection, action, record, collection_id=collection_id, unfiltered=unfiltered)
+        )
 
     def state(self, app: Flask | None = None) -> RealtimeState:
         return get_state(app)

@@ -2,7 +2,9 @@
 
 Until an app writes records itself, this route lets a trusted caller publish
 ``{"collection", "action", "record"}``.  It is guarded by the bearer secret in
-``REALTIME_PUBLISH_SECRET`` and disabled (404) while that is empty.
+``REALTIME_PUBLISH_SECRET`` and disabled (404) while that is empty.  An event of
+a collection of the record store is filtered by that collection's rules like a
+write through the API, unless the body says ``"unfiltered": true``.
 """
 
 from __future__ import annotations
@@ -60,8 +62,13 @@ def publish() -> tuple[dict[str, object], int]:
     collection_id = body.get("collectionId", "")
     if not isinstance(collection_id, str):
         raise BadRequest("collectionId must be a string.")
+    unfiltered = body.get("unfiltered", False)
+    if not isinstance(unfiltered, bool):
+        raise BadRequest("unfiltered must be a boolean.")
     try:
-        event = Event(collection, action, record, collection_id=collection_id)
+        event = Event(
+            collection, action, record, collection_id=collection_id, unfiltered=unfiltered
+        )
     except RealtimeError as exc:
         raise BadRequest(exc.message) from None
     published = get_state().publish(event)

@@ -759,18 +759,41 @@ class TestOpenVisibility:
         assert read(user) == []
         assert read(root) == [(by_auth, frame)]
 
-    def test_store_visibility_sends_events_without_a_stored_record_as_published(
+    def test_store_visibility_sends_unfiltered_and_unknown_collections_as_published(
         self, env: Env
     ) -> None:
         topic = with_options("locked/*", {"query": {"fields": "title"}})
         guest = env.connect("locked/*", topic, "custom")
-        env.broker.publish(Event("locked", "update", {"id": "x1", "title": "t"}))
+        env.broker.publish(Event("locked", "update", {"id": "x1", "title": "t"}, unfiltered=True))
         env.broker.publish(Event("custom", "create", {"id": "c1"}))
         assert read(guest) == [
             ("locked/*", {"record": {"id": "x1", "title": "t"}, "action": "update"}),
             (topic, {"record": {"title": "t"}, "action": "update"}),
             ("custom", created({"id": "c1"})),
         ]
+
+    def test_a_trusted_publish_of_a_store_collection_goes_through_its_rules(self, env: Env) -> None:
+        """Issue #10: a publish naming the owner-rule collection reached guests and others."""
+        alice, bob = env.user("alice@example.com"), env.user("bob@example.com")
+        guest = env.connect("notes/*", "locked/*")
+        as_alice = env.connect("notes/*", auth=alice)
+        as_bob = env.connect("notes/*", auth=bob)
+        root = env.connect("locked/*", auth=env.superuser())
+        note = {"id": "n1", "title": "private", "owner": alice["id"]}
+        env.broker.publish(Event("notes", "create", note))
+        env.broker.publish(Event("locked", "update", {"id": "x1", "title": "t"}))
+        assert read(guest) == []
+        assert read(as_bob) == []
+        # Presented as the REST API shows the record (collection fields first).
+        shown = {"collectionId": env.cid("notes"), "collectionName": "notes", **note}
+        assert read(as_alice) == [("notes/*", created(shown))]
+        assert [name for name, _ in read(root)] == ["locked/*"]  # superusers only
+
+    def test_a_trusted_publish_hides_the_collections_hidden_fields(self, env: Env) -> None:
+        guest = env.connect("public/*")
+        env.broker.publish(Event("public", "create", {"id": "p1", "title": "t", "secret": "s"}))
+        shown = {"collectionId": env.cid("public"), "collectionName": "public", "id": "p1"}
+        assert read(guest) == [("public/*", created({**shown, "title": "t"}))]
 
 
 # -- the reaper still runs on the injected clock --------------------------------------
