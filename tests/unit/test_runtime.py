@@ -12,12 +12,18 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from realtime_flask import runtime
 from tests.support.env import REPO_ROOT
 
 ROOT = REPO_ROOT
 
 
+@pytest.mark.skipif(
+    runtime.gevent_active(),
+    reason="this session is gevent-patched (tests/unit/test_under_gevent.py)",
+)
 def test_new_client_queue_is_the_thread_flavour_without_patching() -> None:
     assert not runtime.gevent_active()
     assert isinstance(runtime.new_client_queue(4), runtime._ThreadClientQueue)

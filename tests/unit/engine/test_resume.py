@@ -61,6 +61,17 @@ def subscribe(client: FlaskClient, cid: str, topics: list[str]) -> None:
     assert response.status_code == 204
 
 
+def delivered(client: FlaskClient) -> None:
+    """Wait until every event published so far has been fanned out: under gevent
+    the memory broker delivers from a greenlet of its own, in publish order, so
+    once a marker published now reaches an observer, everything before it has."""
+    observer, cid = open_stream(client)
+    subscribe(client, cid, ["sync"])
+    publish(client, "sync", "marker")
+    assert ids(observer, 1) == ["marker"]
+    observer.close()
+
+
 def ids(stream: TestEventStream, n: int) -> list[str]:
     return [json.loads(e.data)["record"]["id"] for e in stream.next_events(n)]
 
@@ -96,6 +107,7 @@ def test_a_client_that_saw_only_pb_connect_resumes_with_its_bare_id(client: Flas
     """Issue #10: an EventSource closed before its first event sends the bare client
     id (PB_CONNECT's id); it gets its client back and what it missed since it connected."""
     publish(client, "posts", "before")  # before the stream: never replayed
+    delivered(client)
     stream, cid = open_stream(client)
     subscribe(client, cid, ["posts/*"])
     stream.close()
@@ -176,6 +188,7 @@ def test_history_that_no_longer_reaches_back_gives_one_reset_event(client: Flask
     stream.close()
     for n in range(8):  # REALTIME_HISTORY_SIZE is 5
         publish(client, "posts", f"m{n}")
+    delivered(client)
     resumed, resumed_id = open_stream(client, last)
     assert resumed_id == cid
     reset = resumed.next_event()
