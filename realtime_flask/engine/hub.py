@@ -160,6 +160,15 @@ class RealtimeState:
         self.manager.apply_auth_change(event)
         return self.manager.dispatch(event, view)
 
+    def open_fresh_client(self, remote_addr: str | None, reset_reason: str) -> RealtimeClient:
+        """A fresh client whose queue starts with ``RF_RESET`` (``reset_reason``): for
+        a resume that cannot be honoured safely (its address cannot be trusted)."""
+        client = self.manager.register_client(remote_addr=remote_addr)
+        client.since = self.last_delivered or str(self.broker.status().get("lastId", ""))
+        reset = sse.format_event_body(RESET_EVENT, {"reason": reset_reason})
+        client.controller.put_front([client.id_line + reset])
+        return client
+
     def open_client(self, remote_addr: str | None, last_event_id: str = "") -> RealtimeClient:
         """Register the client of a new stream, resuming a parked one when asked.
 

@@ -42,6 +42,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "APPLIED_KEY",
     "FORWARDING_HEADERS",
+    "addresses_unreliable",
     "PROXY_FIX_KEY",
     "SETTING",
     "ForwardingWarning",
@@ -103,6 +104,15 @@ class ForwardingWarning:
             SETTING,
             SETTING,
         )
+
+
+def addresses_unreliable(environ: WSGIEnvironment) -> bool:
+    """Whether this request came through a proxy whose headers nobody applied:
+    it carries a forwarding header and no ProxyFix rewrote it, so its
+    ``REMOTE_ADDR`` is the proxy's, shared by every client behind it.  The
+    realtime route then refuses address-bound resumes (a fresh client and
+    ``RF_RESET``, never another client's login)."""
+    return PROXY_FIX_KEY not in environ and any(key in environ for key in FORWARDING_HEADERS)
 
 
 def wrap_wsgi_app(wsgi_app: WSGIApplication, trusted: int) -> WSGIApplication:

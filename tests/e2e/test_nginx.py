@@ -401,16 +401,6 @@ def test_without_trusted_proxies_one_warning_names_the_setting(untrusted: Deploy
         assert master.log_text().count(WARNING_TEXT) == 1, d.logs()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "issue #13 fail-safe not built: with REALTIME_TRUSTED_PROXIES=0 behind nginx every "
-        "request has nginx's address (127.0.0.1), and engine/hub.py open_client -> "
-        "RedisRouter.take_parked compares only that address, so a Last-Event-ID resume from "
-        "another machine gets the other client back, with its id, subscriptions and login"
-    ),
-)
 @pytest.mark.timeout(120)
 def test_without_trusted_proxies_a_resume_never_returns_another_clients_login(
     untrusted: Deployment,
@@ -431,8 +421,20 @@ def test_without_trusted_proxies_a_resume_never_returns_another_clients_login(
         stream.abort()
     wait_until(lambda: d.parked(client_id), timeout=EVENT_WAIT, message="the client was not parked")
     other, other_id = d.open_stream(source=HOST_B, headers=resume_headers(last.id))
-    other.close()
-    assert other_id != client_id, "a guest on another machine got the signed-in client back"
+    try:
+        assert other_id != client_id, "a guest on another machine got the signed-in client back"
+        reset = other.next_event(timeout=EVENT_WAIT)
+        assert (reset.event, json.loads(reset.data)) == ("RF_RESET", {"reason": "untrusted_proxy"})
+    finally:
+        other.close()
+    # The owner cannot be told apart either (nginx's address for everyone): it too gets
+    # a fresh client and RF_RESET, and refetches; REALTIME_TRUSTED_PROXIES=1 restores resumes.
+    own, own_id = d.open_stream(source=HOST_A, headers=resume_headers(last.id))
+    try:
+        assert own_id != client_id
+        assert own.next_event(timeout=EVENT_WAIT).event == "RF_RESET"
+    finally:
+        own.close()
 
 
 # --- a master stopped and nginx reloaded in the middle of writes ------------------------------

@@ -40,6 +40,7 @@ from realtime_flask.web.api import http_error_response
 from realtime_flask.web.api import json_object
 from realtime_flask.web.api import limit_body
 from realtime_flask.web.api.cors import cors
+from realtime_flask.web.proxies import addresses_unreliable
 from realtime_flask.web.state import get_state
 
 __all__ = ["bp"]
@@ -59,13 +60,24 @@ bp.register_error_handler(HTTPException, http_error_response)
 bp.after_request(cors)
 
 
+#: The ``RF_RESET`` reason of a resume refused because the request came through a
+#: proxy that ``REALTIME_TRUSTED_PROXIES`` does not trust.
+UNTRUSTED_PROXY_RESET: t.Final = "untrusted_proxy"
+
+
 @bp.get("/api/realtime")
 def connect() -> Response:
     state = get_state()
     if state.draining:
         return _turned_away(state.settings.drain_window)
     manager = state.manager
-    client = state.open_client(request.remote_addr, request.headers.get("Last-Event-ID", ""))
+    last_event_id = request.headers.get("Last-Event-ID", "")
+    if last_event_id and addresses_unreliable(request.environ):
+        # Behind a proxy that is not trusted every client has the proxy's address:
+        # the resume's address check cannot tell the owner from anyone else.
+        client = state.open_fresh_client(request.remote_addr, UNTRUSTED_PROXY_RESET)
+    else:
+        client = state.open_client(request.remote_addr, last_event_id)
     try:
         state.routing.register(client.id)  # before PB_CONNECT: a POST may reach another worker
         stop_watcher = _watch_peer_eof(request.environ, manager, client)

@@ -229,3 +229,34 @@ def test_another_client_address_cannot_subscribe_for_or_resume_a_client(service:
     again, again_id = open_stream(owner, last.id)
     assert again_id == cid
     again.close()
+
+
+def test_without_trust_a_resume_through_a_proxy_is_a_fresh_client_with_a_reset() -> None:
+    """Issue #13's fail-safe: with REALTIME_TRUSTED_PROXIES=0 every client behind the
+    proxy has the proxy's address, so no Last-Event-ID resume is honoured there:
+    a fresh client and RF_RESET, never the parked client (and its login)."""
+    app = create_app({**TEST_CONFIG, SETTING: 0})
+    try:
+        owner = via_proxy(app, CLIENT)
+        stream, cid = open_stream(owner)
+        assert subscribe(owner, cid)[0] == 204
+        stream.close()
+        for who_ in (via_proxy(app, OTHER), owner):
+            resumed, resumed_id = open_stream(who_, cid)
+            assert resumed_id != cid
+            reset = resumed.next_event()
+            assert (reset.event, json.loads(reset.data)) == (
+                "RF_RESET",
+                {"reason": "untrusted_proxy"},
+            )
+            resumed.close()
+        # Without forwarding headers (no proxy in front) the address check decides.
+        direct = app.test_client()
+        direct.environ_base = {"REMOTE_ADDR": PROXY}
+        first, first_id = open_stream(direct)
+        first.close()
+        again, again_id = open_stream(direct, first_id)
+        assert again_id == first_id
+        again.close()
+    finally:
+        get_state(app).shutdown()
