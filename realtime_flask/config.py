@@ -35,6 +35,8 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_RESUME_GRACE": 60.0,
     "REALTIME_DRAIN_WINDOW": 5.0,
     "REALTIME_MAX_BODY": 1024 * 1024,
+    "REALTIME_MAX_CLIENTS": 0,
+    "REALTIME_MAX_CLIENTS_PER_IP": 0,
     "REALTIME_TRUSTED_PROXIES": 0,
     "REALTIME_SCHEMA": "",
     "REALTIME_DATA_DIR": "rf_data",
@@ -79,6 +81,12 @@ DOCS: t.Final[Mapping[str, str]] = {
     "gunicorn's `graceful_timeout`.",
     "REALTIME_MAX_BODY": "Most bytes in a request body on the realtime, records and publish "
     "routes; a longer body answers 413 with PocketBase's JSON body.",
+    "REALTIME_MAX_CLIENTS": "Most realtime streams one worker holds at once; a stream past it "
+    "answers 429 with PocketBase's JSON body (`0`: no cap but gunicorn's "
+    "`worker_connections`).",
+    "REALTIME_MAX_CLIENTS_PER_IP": "Most realtime streams one client address holds at once in "
+    "one worker (429 past it; `0`: no cap). Behind a proxy, set `REALTIME_TRUSTED_PROXIES` "
+    "first, or every client has the proxy's address.",
     "REALTIME_TRUSTED_PROXIES": "How many reverse proxies (nginx, a load balancer) stand in "
     "front of the app, each appending to `X-Forwarded-For`: the client's address, scheme and "
     "host are then read from `X-Forwarded-For/-Proto/-Host` (Werkzeug's `ProxyFix`), so the "
@@ -152,6 +160,8 @@ class Settings:
     resume_grace: float
     drain_window: float
     max_body: int
+    max_clients: int
+    max_clients_per_ip: int
     trusted_proxies: int
     schema: str
     data_dir: str
@@ -200,6 +210,10 @@ class Settings:
             resume_grace=_number("REALTIME_RESUME_GRACE", get("REALTIME_RESUME_GRACE"), float, 0),
             drain_window=_number("REALTIME_DRAIN_WINDOW", get("REALTIME_DRAIN_WINDOW"), float, 0),
             max_body=_number("REALTIME_MAX_BODY", get("REALTIME_MAX_BODY"), int, 1),
+            max_clients=_number("REALTIME_MAX_CLIENTS", get("REALTIME_MAX_CLIENTS"), int, 0),
+            max_clients_per_ip=_number(
+                "REALTIME_MAX_CLIENTS_PER_IP", get("REALTIME_MAX_CLIENTS_PER_IP"), int, 0
+            ),
             trusted_proxies=_number(
                 "REALTIME_TRUSTED_PROXIES", get("REALTIME_TRUSTED_PROXIES"), int, 0
             ),

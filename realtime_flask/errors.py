@@ -22,6 +22,7 @@ no other module defines an error class.
      │   ├─ MissingCollection               404   "Missing collection context."
      │   ├─ AuthContextMissing              404   not an auth collection
      │   └─ ClientNotFound                  404   "Missing or invalid client id."
+     ├─ TooManyClients                      429   a stream cap (per worker or address) reached
      ├─ StoreBusy                           503   SQLite stayed locked past the write timeout
      └─ BrokerUnavailable                   503   the broker cannot be used
 
@@ -52,6 +53,7 @@ __all__ = [
     "RealtimeError",
     "SSEFormatError",
     "StoreBusy",
+    "TooManyClients",
     "Unauthorized",
     "ValidationFailed",
 ]
@@ -162,6 +164,14 @@ class ClientNotFound(NotFound):
     """No realtime client with that id exists (never did, or its stream closed)."""
 
     default_message = "Missing or invalid client id."
+
+
+class TooManyClients(RealtimeError):
+    """A new stream would pass ``REALTIME_MAX_CLIENTS`` (this worker) or
+    ``REALTIME_MAX_CLIENTS_PER_IP`` (its client address); PocketBase's 429 body."""
+
+    status_hint = 429
+    default_message = "Too Many Requests."
 
 
 class StoreBusy(RealtimeError):

@@ -58,6 +58,7 @@ from realtime_flask.engine.reaper import expired
 from realtime_flask.errors import AccessDenied
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import ClientNotFound
+from realtime_flask.errors import TooManyClients
 from realtime_flask.runtime import ClientQueue
 from realtime_flask.runtime import QueueClosed
 
@@ -156,8 +157,14 @@ class RealtimeManager:
         yield_every: int = 1_000_000,
         pause: t.Callable[[], None] = runtime.cooperative_sleep,
         timer: Clock = time.perf_counter,
+        max_clients: int = 0,
+        max_clients_per_addr: int = 0,
     ) -> None:
         self.queue_size = queue_size
+        #: Most clients at once, and per remote address (0: no limit).
+        self.max_clients = max_clients
+        self.max_clients_per_addr = max_clients_per_addr
+        self._per_addr: dict[str | None, int] = {}
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.clock = clock
@@ -206,6 +213,7 @@ class RealtimeManager:
             with self._lock:
                 if client.id in self._clients:
                     raise ClientNotFound("client id already connected")
+                self._admit_locked(remote_addr)
                 self._clients[client.id] = client
                 client.user = resume.user  # not indexed yet
                 client.subscriptions = _dedupe(resume.subscriptions)
@@ -215,8 +223,18 @@ class RealtimeManager:
             client = RealtimeClient(self._id_factory(), controller, now, remote_addr)
             with self._lock:
                 if client.id not in self._clients:
+                    self._admit_locked(remote_addr)
                     self._clients[client.id] = client
                     return client
+
+    def _admit_locked(self, remote_addr: str | None) -> None:
+        """Count one more client of ``remote_addr``, or TooManyClients (429) past a cap."""
+        if self.max_clients and len(self._clients) >= self.max_clients:
+            raise TooManyClients()
+        held = self._per_addr.get(remote_addr, 0)
+        if self.max_clients_per_addr and held >= self.max_clients_per_addr:
+            raise TooManyClients()
+        self._per_addr[remote_addr] = held + 1
 
     def remove_client(
         self, client_id: str, reason: str = "removed", *, expected: RealtimeClient | None = None
@@ -231,6 +249,11 @@ class RealtimeManager:
             if client is None or (expected is not None and client is not expected):
                 return False
             del self._clients[client_id]
+            left = self._per_addr.get(client.remote_addr, 1) - 1
+            if left > 0:
+                self._per_addr[client.remote_addr] = left
+            else:
+                self._per_addr.pop(client.remote_addr, None)
             self._unindex_locked(client)
             parked = ParkedClient(
                 client.id,

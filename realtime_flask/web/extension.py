@@ -115,6 +115,8 @@ class Realtime:
             queue_size=settings.queue_size,
             idle_timeout=settings.idle_timeout,
             max_lifetime=settings.max_lifetime,
+            max_clients=settings.max_clients,
+            max_clients_per_addr=settings.max_clients_per_ip,
         )
         broker = _first(broker, self._broker)
         if broker is None:

@@ -54,6 +54,7 @@ def test_each_error_gives_pocketbase_body(cls: type[errors.RealtimeError]) -> No
         (errors.NotFound, 404),
         (errors.MissingCollection, 404),
         (errors.ClientNotFound, 404),
+        (errors.TooManyClients, 429),
         (errors.StoreBusy, 503),
         (errors.BrokerUnavailable, 503),
     ],
