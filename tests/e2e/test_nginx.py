@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -631,10 +632,12 @@ class Reader:
             )
 
 
-def write_through_restarts(d: Deployment, *, stop_master: bool) -> None:
-    """Readers and a writer through nginx while (optionally) master 1 gets SIGTERM and
-    nginx reloads; then every write answered 200 must have reached every reader,
-    unless that reader got RF_RESET."""
+def write_through_restarts(
+    d: Deployment, *, stop_master: bool = False, reload_master: bool = False
+) -> None:
+    """Readers and a writer through nginx while (optionally) master 1 gets SIGTERM or
+    SIGHUP and nginx reloads; then every write answered 200 must have reached every
+    reader, unless that reader got RF_RESET."""
     steps: dict[str, float] = {}
     readers = [Reader(d, source) for source in READERS]
     workers = {n: sorted(child_pids(m.pid)) for n, m in enumerate(d.masters, 1)}
@@ -671,6 +674,21 @@ def write_through_restarts(d: Deployment, *, stop_master: bool) -> None:
             steps["sigterm"] = time.monotonic()
             d.masters[0].stop()
             acked_after("master 1 stopped")
+        if reload_master:
+            # SIGHUP: master 1 starts new workers and stops the old ones gracefully
+            # (the same drain, finish, flush order as a SIGTERM of each).
+            steps["sighup"] = time.monotonic()
+            old = set(child_pids(d.masters[0].pid))
+            os.kill(d.masters[0].pid, signal.SIGHUP)
+            wait_until(
+                lambda: (
+                    not (old & set(child_pids(d.masters[0].pid)))
+                    and len(child_pids(d.masters[0].pid)) == WORKERS
+                ),
+                timeout=40,
+                message=lambda: f"master 1 did not replace its workers {old}\n{d.logs()}",
+            )
+            acked_after("master 1 reloaded")
         # nginx reloads: new workers take new connections; the old ones close the
         # streams they hold after worker_shutdown_timeout, and exit.
         old_workers = d.nginx.reload()
@@ -701,7 +719,8 @@ def write_through_restarts(d: Deployment, *, stop_master: bool) -> None:
     acked = [w for w in writes if w.status == 200]
     others = sorted({(w.status, w.error[:60]) for w in writes if w.status != 200})
     print(f"{len(writes)} writes, {len(acked)} answered 200, others: {others}")
-    zero = steps.get("sigterm", steps["start"])
+    zero = steps.get("sigterm", steps.get("sighup", steps["start"]))
+    first_step = "SIGTERM" if stop_master else "SIGHUP" if reload_master else "the reload"
     logged = d.logged_titles()
     losses = []
     for reader in readers:
@@ -716,7 +735,7 @@ def write_through_restarts(d: Deployment, *, stop_master: bool) -> None:
             losses.append(
                 f"{reader.source}: {len(missing)} acknowledged writes never arrived and no "
                 f"RF_RESET; {len(unlogged)} of them are not in the Redis log (write start "
-                f"relative to {'SIGTERM' if stop_master else 'the reload'}: {when}); "
+                f"relative to {first_step}: {when}); "
                 f"reconnects that got a fresh client: {len(fresh)}"
             )
     assert not losses, "\n".join(losses) + "\n" + d.logs()
@@ -736,3 +755,11 @@ def test_a_master_stopped_and_nginx_reloaded_mid_writes_lose_no_acknowledged_eve
     """Every write answered 200 reaches every subscriber, or the subscriber got RF_RESET."""
     with deployment(tmp_path / "data", trusted_proxies=1) as d:
         write_through_restarts(d, stop_master=True)
+
+
+@pytest.mark.timeout(300)
+def test_a_master_reloaded_mid_writes_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    """SIGHUP of a master (gunicorn's reload): its old workers drain, finish their
+    requests and flush their broker while the new ones take over."""
+    with deployment(tmp_path / "data", trusted_proxies=1) as d:
+        write_through_restarts(d, reload_master=True)
