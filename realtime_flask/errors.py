@@ -14,6 +14,7 @@ no other module defines an error class.
      │   ├─ ValidationFailed                400   with per-field ``data``
      │   ├─ UnsupportedContentType          400   a body that is neither JSON nor a form
      │   ├─ QueryTimeout                    400   a statement ran past REALTIME_QUERY_TIMEOUT
+     │   ├─ RelationRequired                400   a delete would empty a required relation
      │   └─ InvalidEvent (ValueError)       400   an event that cannot be published
      ├─ Unauthorized                        401   a token or credential is required
      ├─ Forbidden                           403   authenticated, not allowed
@@ -50,6 +51,7 @@ __all__ = [
     "MissingCollection",
     "NotFound",
     "QueryTimeout",
+    "RelationRequired",
     "RealtimeError",
     "SSEFormatError",
     "StoreBusy",
@@ -115,6 +117,16 @@ class QueryTimeout(BadRequest):
 
     PocketBase answers a query cancelled by its deadline with its generic 400.
     """
+
+
+class RelationRequired(BadRequest):
+    """A delete would leave a required relation of another record empty; nothing
+    changes (PocketBase's 400)."""
+
+    default_message = (
+        "Failed to delete record. Make sure that the record is not part of a required "
+        "relation reference."
+    )
 
 
 class InvalidEvent(BadRequest, ValueError):

@@ -62,6 +62,8 @@ from realtime_flask.store.present import expand_relations
 from realtime_flask.store.present import present_record
 from realtime_flask.store.present import public_record
 from realtime_flask.store.present import without_password
+from realtime_flask.store.relations import Cascade
+from realtime_flask.store.relations import cascade
 from realtime_flask.store.sql import Record
 from realtime_flask.store.sql import configure
 from realtime_flask.store.sql import encode
@@ -338,22 +340,35 @@ class RecordStore:
 
         :raises Forbidden: deleteRule locked and ``ctx`` not a superuser.
         :raises NotFound: no such record, or it fails the deleteRule.
+        :raises RelationRequired: a required relation of another record points at it
+            (400; nothing changes).
         :raises StoreBusy: another process held the write lock past ``write_timeout``.
+
+        Records that point at it are handled in the same transaction as
+        PocketBase does (``store.relations``): ``cascadeDelete`` children are
+        deleted (each with its ``delete`` event), other references lose the id
+        (each with its ``update`` event).
         """
         coll = self.collection(collection)
         rule = action_rule(self.schema, coll, "delete", ctx)
         check = None if rule is None else row_check(coll, rule, record_id, ctx)
 
-        def remove(conn: sqlite3.Connection) -> tuple[t.Any, ...] | None:
+        def remove(conn: sqlite3.Connection) -> tuple[tuple[t.Any, ...], Cascade] | None:
             row = conn.execute(_by_id(coll), (record_id,)).fetchone()
             if row is None or (check is not None and conn.execute(*check).fetchone() is None):
                 return None
+            done = cascade(conn, self.schema, coll, record_id)  # store.relations
             conn.execute(f"DELETE FROM {quote(coll.name)} WHERE id = ?", (record_id,))
-            return t.cast(tuple[t.Any, ...], row)
+            return t.cast(tuple[t.Any, ...], row), done
 
-        row = self.db.transaction(remove)
-        if row is None:
+        outcome = self.db.transaction(remove)
+        if outcome is None:
             raise NotFound()
+        row, done = outcome
+        for other, gone in done.deleted:
+            self._emit(other, "delete", row_to_record(other, gone))
+        for other, changed in done.updated:
+            self._emit(other, "update", row_to_record(other, changed))
         existing = row_to_record(coll, row)
         self._emit(coll, "delete", existing)
         return existing

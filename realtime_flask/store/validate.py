@@ -99,7 +99,8 @@ def format_datetime(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def _now_text() -> str:
+def now_text() -> str:
+    """The current time as the store writes datetimes (PocketBase's format, UTC)."""
     return format_datetime(dt.datetime.now(dt.UTC))
 
 
@@ -147,7 +148,7 @@ def validate_write(
     message = "Failed to create record." if creating else "Failed to update record."
     errors: ErrorData = {}
     values: Record = {}
-    now = _now_text()
+    now = now_text()
 
     if coll.is_auth:
         _validate_password(body, ctx, existing, values, passwords, message)

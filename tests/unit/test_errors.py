@@ -46,6 +46,7 @@ def test_each_error_gives_pocketbase_body(cls: type[errors.RealtimeError]) -> No
     [
         (errors.BadRequest, 400),
         (errors.QueryTimeout, 400),
+        (errors.RelationRequired, 400),
         (errors.ValidationFailed, 400),
         (errors.InvalidEvent, 400),
         (errors.Unauthorized, 401),
