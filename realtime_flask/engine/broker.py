@@ -162,13 +162,17 @@ class MemoryBroker:
 
     def history(self, after: str | None = None, limit: int = 10000) -> list[Event] | None:
         """Retained events after the id ``after`` (all when None), oldest first, at most
-        ``limit``; None when the history no longer reaches back to ``after``."""
+        ``limit``; None when the history no longer reaches back to ``after``.
+
+        ``""`` is the position before the first event (a client that connected
+        while the log was empty): everything, if nothing was trimmed since.
+        """
         with self._lock:
             events = list(self._history)
         if after is None:
             return events[:limit]
         try:
-            position = int(after)
+            position = int(after) if after else 0
         except ValueError:
             return None
         if events and position < int(events[0].id) - 1:

@@ -204,8 +204,11 @@ class RealtimeState:
             client = self.manager.register_client(remote_addr=remote_addr)
             client.since = upto
             return client
-        client.since = upto
         after = position if dot else parked.since
+        # The replayed frames are only queued: a stream dropped before the client
+        # read any of them leaves it with the bare id again, and it must get them
+        # again.  So this stream starts where the replay starts.
+        client.since = after
         if after != upto:  # a bare id with nothing since needs no replay, nor a reset
             self._replay(client, after, upto)
         return client
