@@ -633,7 +633,11 @@ class Reader:
 
 
 def write_through_restarts(
-    d: Deployment, *, stop_master: bool = False, reload_master: bool = False
+    d: Deployment,
+    *,
+    stop_master: bool = False,
+    reload_master: bool = False,
+    stop_worker: bool = False,
 ) -> None:
     """Readers and a writer through nginx while (optionally) master 1 gets SIGTERM or
     SIGHUP and nginx reloads; then every write answered 200 must have reached every
@@ -674,6 +678,21 @@ def write_through_restarts(
             steps["sigterm"] = time.monotonic()
             d.masters[0].stop()
             acked_after("master 1 stopped")
+        if stop_worker:
+            # SIGTERM to one worker of master 1: it drains and exits, the master starts another.
+            steps["worker"] = time.monotonic()
+            old = set(child_pids(d.masters[0].pid))
+            victim = min(old)
+            os.kill(victim, signal.SIGTERM)
+            wait_until(
+                lambda: (
+                    victim not in child_pids(d.masters[0].pid)
+                    and len(child_pids(d.masters[0].pid)) == WORKERS
+                ),
+                timeout=40,
+                message=lambda: f"master 1 did not replace worker {victim}\n{d.logs()}",
+            )
+            acked_after("a worker of master 1 replaced")
         if reload_master:
             # SIGHUP: master 1 starts new workers and stops the old ones gracefully
             # (the same drain, finish, flush order as a SIGTERM of each).
@@ -719,8 +738,16 @@ def write_through_restarts(
     acked = [w for w in writes if w.status == 200]
     others = sorted({(w.status, w.error[:60]) for w in writes if w.status != 200})
     print(f"{len(writes)} writes, {len(acked)} answered 200, others: {others}")
-    zero = steps.get("sigterm", steps.get("sighup", steps["start"]))
-    first_step = "SIGTERM" if stop_master else "SIGHUP" if reload_master else "the reload"
+    zero = steps.get("sigterm", steps.get("sighup", steps.get("worker", steps["start"])))
+    first_step = (
+        "SIGTERM"
+        if stop_master
+        else "SIGHUP"
+        if reload_master
+        else "a worker's SIGTERM"
+        if stop_worker
+        else "the reload"
+    )
     logged = d.logged_titles()
     losses = []
     for reader in readers:
@@ -763,3 +790,10 @@ def test_a_master_reloaded_mid_writes_loses_no_acknowledged_event(tmp_path: Path
     requests and flush their broker while the new ones take over."""
     with deployment(tmp_path / "data", trusted_proxies=1) as d:
         write_through_restarts(d, reload_master=True)
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_stopped_mid_writes_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    """SIGTERM of one worker (not its master): the same drain, finish, flush order."""
+    with deployment(tmp_path / "data", trusted_proxies=1) as d:
+        write_through_restarts(d, stop_worker=True)
