@@ -22,6 +22,7 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_MAX_LIFETIME": 1800.0,
     "REALTIME_KEEPALIVE_INTERVAL": 15.0,
     "REALTIME_QUEUE_SIZE": 512,
+    "REALTIME_QUEUE_BYTES": 1024 * 1024,
     "REALTIME_MAX_SUBSCRIPTIONS": 1000,
     "REALTIME_MAX_TOPIC_LENGTH": 2500,
     "REALTIME_REAPER_ENABLED": True,
@@ -36,6 +37,7 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_DRAIN_WINDOW": 5.0,
     "REALTIME_MAX_BODY": 1024 * 1024,
     "REALTIME_MAX_CLIENTS": 0,
+    "REALTIME_WRITE_TIMEOUT": 30.0,
     "REALTIME_MAX_CLIENTS_PER_IP": 0,
     "REALTIME_TRUSTED_PROXIES": 0,
     "REALTIME_SCHEMA": "",
@@ -55,6 +57,9 @@ DOCS: t.Final[Mapping[str, str]] = {
     "they find dead peers and keep proxies open. They do not count as activity.",
     "REALTIME_QUEUE_SIZE": "Frames a client may have queued; a client whose queue is full is "
     "disconnected (it reconnects and resubscribes) so it never slows the others.",
+    "REALTIME_QUEUE_BYTES": "Bytes a client may have queued (a frame that reaches an empty "
+    "queue always fits); past it, as past `REALTIME_QUEUE_SIZE`, the client is closed as too "
+    "slow (it reconnects and resumes). `0`: frames only.",
     "REALTIME_MAX_SUBSCRIPTIONS": "Most topics in one `POST /api/realtime` (PocketBase: 1000).",
     "REALTIME_MAX_TOPIC_LENGTH": "Most UTF-8 bytes in one topic (PocketBase: 2500).",
     "REALTIME_REAPER_ENABLED": "Run the idle-reaper greenlet (tests turn it off and call "
@@ -87,6 +92,11 @@ DOCS: t.Final[Mapping[str, str]] = {
     "REALTIME_MAX_CLIENTS_PER_IP": "Most realtime streams one client address holds at once in "
     "one worker (429 past it; `0`: no cap). Behind a proxy, set `REALTIME_TRUSTED_PROXIES` "
     "first, or every client has the proxy's address.",
+    "REALTIME_WRITE_TIMEOUT": "Seconds one write to a stream may take: a client that stopped "
+    "reading (its connection's window stays full) is ended and its connection cut once a write "
+    "has waited this long (checked at each idle-reaper pass), and a peer gone without FIN is "
+    "dropped by the kernel once sent data stays unacknowledged this long (Linux "
+    "`TCP_USER_TIMEOUT`). `0` turns both off.",
     "REALTIME_TRUSTED_PROXIES": "How many reverse proxies (nginx, a load balancer) stand in "
     "front of the app, each appending to `X-Forwarded-For`: the client's address, scheme and "
     "host are then read from `X-Forwarded-For/-Proto/-Host` (Werkzeug's `ProxyFix`), so the "
@@ -147,6 +157,7 @@ class Settings:
     max_lifetime: float
     keepalive_interval: float
     queue_size: int
+    queue_bytes: int
     max_subscriptions: int
     max_topic_length: int
     reaper_enabled: bool
@@ -161,6 +172,7 @@ class Settings:
     drain_window: float
     max_body: int
     max_clients: int
+    write_timeout: float
     max_clients_per_ip: int
     trusted_proxies: int
     schema: str
@@ -191,6 +203,7 @@ class Settings:
                 "REALTIME_KEEPALIVE_INTERVAL", get("REALTIME_KEEPALIVE_INTERVAL"), float, 0.001
             ),
             queue_size=_number("REALTIME_QUEUE_SIZE", get("REALTIME_QUEUE_SIZE"), int, 1),
+            queue_bytes=_number("REALTIME_QUEUE_BYTES", get("REALTIME_QUEUE_BYTES"), int, 0),
             max_subscriptions=_number(
                 "REALTIME_MAX_SUBSCRIPTIONS", get("REALTIME_MAX_SUBSCRIPTIONS"), int, 0
             ),
@@ -211,6 +224,9 @@ class Settings:
             drain_window=_number("REALTIME_DRAIN_WINDOW", get("REALTIME_DRAIN_WINDOW"), float, 0),
             max_body=_number("REALTIME_MAX_BODY", get("REALTIME_MAX_BODY"), int, 1),
             max_clients=_number("REALTIME_MAX_CLIENTS", get("REALTIME_MAX_CLIENTS"), int, 0),
+            write_timeout=_number(
+                "REALTIME_WRITE_TIMEOUT", get("REALTIME_WRITE_TIMEOUT"), float, 0
+            ),
             max_clients_per_ip=_number(
                 "REALTIME_MAX_CLIENTS_PER_IP", get("REALTIME_MAX_CLIENTS_PER_IP"), int, 0
             ),

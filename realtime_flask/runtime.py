@@ -54,6 +54,8 @@ __all__ = [
     "run_blocking",
     "spawn_daemon",
     "watch_peer_eof",
+    "abort_socket",
+    "set_user_timeout",
 ]
 
 
@@ -183,6 +185,7 @@ class Executor:
         self.nice = nice
         self._niced: set[int] = set()  # native ids of the threads already lowered
         self._gevent = gevent_active()
+        self._owner = threading.get_native_id()  # the thread whose hub a gevent pool uses
         self._pool: t.Any
         if self._gevent:
             from gevent.threadpool import ThreadPool
@@ -229,11 +232,16 @@ class Executor:
                 os.setpriority(os.PRIO_PROCESS, me, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
 
     def close(self) -> None:
-        """Stop the threads once their calls are done; idempotent."""
-        if self._gevent:
+        """Stop the threads once their calls are done; idempotent.  Callable from any
+        thread (a finalizer may run it on whichever thread the GC runs on): a
+        gevent pool is then stopped from its own hub's loop."""
+        if not self._gevent:
+            self._pool.close()
+            return
+        if threading.get_native_id() == self._owner:
             self._pool.kill()
         else:
-            self._pool.close()
+            self._pool.hub.loop.run_callback_threadsafe(self._pool.kill)
 
 
 def native_lock() -> t.Any:
@@ -348,7 +356,7 @@ class ClientQueue(t.Protocol):
     maxsize: int
 
     def put_nowait(self, frame: bytes) -> bool:
-        """Queue ``frame``; False when the queue is full or closed."""
+        """Queue ``frame``; False when the queue is full (frames or bytes) or closed."""
 
     def get(self, timeout: float | None) -> bytes | None:
         """Every queued frame joined into one chunk, waiting up to ``timeout``
@@ -371,11 +379,17 @@ class ClientQueue(t.Protocol):
     def qsize(self) -> int: ...
 
 
-def new_client_queue(maxsize: int) -> ClientQueue:
-    """A ``ClientQueue`` for the running runtime (gevent's when active)."""
+def new_client_queue(maxsize: int, maxbytes: int = 0) -> ClientQueue:
+    """A ``ClientQueue`` for the running runtime (gevent's when active).
+
+    :param maxsize: most frames queued.
+    :param maxbytes: most bytes queued (0: no bound); a frame or batch that
+        arrives at an empty queue always fits, so one big event never drops a
+        client that keeps up.
+    """
     if gevent_active():
-        return _GeventClientQueue(maxsize)
-    return _ThreadClientQueue(maxsize)
+        return _GeventClientQueue(maxsize, maxbytes)
+    return _ThreadClientQueue(maxsize, maxbytes)
 
 
 def _join(frames: list[bytes]) -> bytes:
@@ -385,27 +399,41 @@ def _join(frames: list[bytes]) -> bytes:
 class _ThreadClientQueue:
     """Thread flavour: a deque under a ``threading.Condition``."""
 
-    __slots__ = ("_closed", "_cond", "_frames", "maxsize")
+    __slots__ = ("_bytes", "_closed", "_cond", "_frames", "maxbytes", "maxsize")
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, maxbytes: int = 0) -> None:
         self.maxsize = maxsize
+        self.maxbytes = maxbytes
         self._frames: deque[bytes] = deque()
+        self._bytes = 0
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
 
     def put_nowait(self, frame: bytes) -> bool:
         with self._cond:
-            if self._closed or len(self._frames) >= self.maxsize:
+            size = len(frame)
+            if (
+                self._closed
+                or len(self._frames) >= self.maxsize
+                or (self.maxbytes and self._bytes and self._bytes + size > self.maxbytes)
+            ):
                 return False
             self._frames.append(frame)
+            self._bytes += size
             self._cond.notify()
             return True
 
     def put_many(self, frames: list[bytes]) -> bool:
         with self._cond:
-            if self._closed or len(self._frames) + len(frames) > self.maxsize:
+            size = sum(map(len, frames))
+            if (
+                self._closed
+                or len(self._frames) + len(frames) > self.maxsize
+                or (self.maxbytes and self._bytes and self._bytes + size > self.maxbytes)
+            ):
                 return False
             self._frames.extend(frames)
+            self._bytes += size
             self._cond.notify()
             return True
 
@@ -419,6 +447,7 @@ class _ThreadClientQueue:
                 return None
             chunk = _join(list(self._frames))
             self._frames.clear()
+            self._bytes = 0
             return chunk
 
     def put_front(self, frames: list[bytes]) -> None:
@@ -426,12 +455,14 @@ class _ThreadClientQueue:
             if self._closed:
                 return
             self._frames.extendleft(reversed(frames))
+            self._bytes += sum(map(len, frames))
             self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._frames.clear()
+            self._bytes = 0
             self._cond.notify_all()
 
     @property
@@ -456,6 +487,7 @@ class _GeventClientQueue:
     """
 
     __slots__ = (
+        "_bytes",
         "_closed",
         "_frames",
         "_getcurrent",
@@ -464,16 +496,19 @@ class _GeventClientQueue:
         "_timer",
         "_timer_after",
         "_waiter",
+        "maxbytes",
         "maxsize",
     )
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, maxbytes: int = 0) -> None:
         from gevent import get_hub
         from gevent import getcurrent
 
         self._getcurrent = getcurrent
         self.maxsize = maxsize
+        self.maxbytes = maxbytes
         self._frames: list[bytes] = []
+        self._bytes = 0
         self._closed = False
         self._hub = get_hub()
         self._waiter: t.Any = None
@@ -499,9 +534,16 @@ class _GeventClientQueue:
 
     def put_nowait(self, frame: bytes) -> bool:
         frames = self._frames
-        if self._closed or len(frames) >= self.maxsize:
+        size = len(frame)
+        queued = self._bytes
+        if (
+            self._closed
+            or len(frames) >= self.maxsize
+            or (queued and self.maxbytes and queued + size > self.maxbytes)
+        ):
             return False
         frames.append(frame)
+        self._bytes = queued + size
         # _wake_soon, inlined: this is the fan-out's hot path
         if self._waiter is not None and not self._scheduled:
             self._scheduled = True
@@ -510,9 +552,15 @@ class _GeventClientQueue:
 
     def put_many(self, frames: list[bytes]) -> bool:
         queued = self._frames
-        if self._closed or len(queued) + len(frames) > self.maxsize:
+        size = sum(map(len, frames))
+        if (
+            self._closed
+            or len(queued) + len(frames) > self.maxsize
+            or (self._bytes and self.maxbytes and self._bytes + size > self.maxbytes)
+        ):
             return False
         queued.extend(frames)
+        self._bytes += size
         self._wake_soon()
         return True
 
@@ -548,12 +596,14 @@ class _GeventClientQueue:
             return None
         frames = self._frames
         self._frames = []
+        self._bytes = 0
         return _join(frames)
 
     def put_front(self, frames: list[bytes]) -> None:
         if self._closed:
             return
         self._frames[:0] = frames
+        self._bytes += sum(map(len, frames))
         self._wake_soon()
 
     def close(self) -> None:
@@ -561,6 +611,7 @@ class _GeventClientQueue:
             return
         self._closed = True
         self._frames = []
+        self._bytes = 0
         if self._timer is not None:
             self._timer.close()
             self._timer = None
@@ -575,6 +626,28 @@ class _GeventClientQueue:
 
 
 # -- peer EOF ------------------------------------------------------------------------
+
+
+def set_user_timeout(sock: object, seconds: float) -> None:
+    """Linux's ``TCP_USER_TIMEOUT`` on ``sock``: the kernel fails the connection
+    once sent data stays unacknowledged ``seconds`` (a peer that vanished
+    without FIN).  Nothing elsewhere, for ``0``, or for a socket without it."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    setsockopt = getattr(sock, "setsockopt", None)
+    if option is None or setsockopt is None or seconds <= 0:
+        return
+    with contextlib.suppress(OSError):  # not a TCP socket (a Unix socket behind a proxy)
+        setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+
+
+def abort_socket(sock: object) -> None:
+    """Shut ``sock`` down both ways: a write blocked on it (a peer that stopped
+    reading) fails at once, and its greenlet and buffers are released."""
+    shutdown = getattr(sock, "shutdown", None)
+    if shutdown is None:
+        return
+    with contextlib.suppress(OSError):  # already closed
+        shutdown(socket.SHUT_RDWR)
 
 
 def watch_peer_eof(sock: object, on_eof: t.Callable[[], object]) -> t.Callable[[], None] | None:

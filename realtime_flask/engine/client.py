@@ -57,6 +57,7 @@ class RealtimeClient:
     """
 
     __slots__ = (
+        "abort",
         "close_reason",
         "connected_at",
         "controller",
@@ -68,6 +69,7 @@ class RealtimeClient:
         "since",
         "subscriptions",
         "user",
+        "writing_since",
     )
 
     def __init__(
@@ -85,6 +87,13 @@ class RealtimeClient:
         #: the end of its replay): a resume with the bare client id, which is
         #: all a client that has had no event knows, replays from here.
         self.since = ""
+        #: When the server started writing the chunk it is writing now (clock
+        #: seconds), None between writes; a write stuck past the write timeout
+        #: ends the client (``RealtimeManager.reap``).
+        self.writing_since: float | None = None
+        #: Cuts the connection under a write that cannot progress (set by the
+        #: web layer: shuts the socket down), or None.
+        self.abort: t.Callable[[], None] | None = None
         # PocketBase sends ``id:<clientId>`` on every frame; it is the only
         # per-client part of a frame, so it is encoded once here.
         self.id_line = sse.format_id_line(client_id)

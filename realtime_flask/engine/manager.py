@@ -34,6 +34,7 @@ attribute store (atomic under the GIL and under gevent), never a lock per frame.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -53,6 +54,8 @@ from realtime_flask.engine.client import ParkedClient
 from realtime_flask.engine.client import RealtimeClient
 from realtime_flask.engine.client import new_client_id
 from realtime_flask.engine.reaper import IDLE_TIMEOUT_REASON
+from realtime_flask.engine.reaper import SLOW_CONSUMER_REASON
+from realtime_flask.engine.reaper import WRITE_TIMEOUT_REASON
 from realtime_flask.engine.reaper import Reaper
 from realtime_flask.engine.reaper import expired
 from realtime_flask.errors import AccessDenied
@@ -159,12 +162,20 @@ class RealtimeManager:
         timer: Clock = time.perf_counter,
         max_clients: int = 0,
         max_clients_per_addr: int = 0,
+        write_timeout: float = 30.0,
+        queue_bytes: int = 0,
     ) -> None:
         self.queue_size = queue_size
         #: Most clients at once, and per remote address (0: no limit).
         self.max_clients = max_clients
         self.max_clients_per_addr = max_clients_per_addr
         self._per_addr: dict[str | None, int] = {}
+        #: Most bytes a client may have queued (0: frames only bound it).
+        self.queue_bytes = queue_bytes
+        #: Seconds one chunk's write may take before the client is ended (0: never).
+        self.write_timeout = write_timeout
+        #: Clients closed so far, by reason (idle timeout, slow consumer, ...): metrics.
+        self.closed_by_reason: collections.Counter[str] = collections.Counter()
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.clock = clock
@@ -206,7 +217,7 @@ class RealtimeManager:
         auth (never more than it had); ClientNotFound if that id is live.
         """
         now = self.clock()
-        controller = runtime.new_client_queue(self.queue_size)
+        controller = runtime.new_client_queue(self.queue_size, self.queue_bytes)
         if resume is not None:
             client = RealtimeClient(resume.id, controller, now, remote_addr)
             client.connected_at = now - resume.age
@@ -266,6 +277,7 @@ class RealtimeManager:
             )
             client.subscriptions = ()
             client.close_reason = reason
+            self.closed_by_reason[reason] += 1
         client.controller.close()
         logger.debug("realtime client %s closed: %s", client_id, reason)
         for callback in self._on_remove:
@@ -524,8 +536,9 @@ class RealtimeManager:
         """A put failed: disconnect ``client`` unless it was closed meanwhile."""
         if client.controller.closed:
             return False  # closed meanwhile: not a slow consumer
-        if not self.remove_client(client.id, reason="slow consumer: queue full", expected=client):
+        if not self.remove_client(client.id, reason=SLOW_CONSUMER_REASON, expected=client):
             return False
+        self._abort_write(client)  # a write blocked behind a full window would stay forever
         with self._lock:
             self.dropped_slow += 1
         logger.warning(
@@ -594,12 +607,35 @@ class RealtimeManager:
                 idle_timeout=self.idle_timeout,
                 max_lifetime=self.max_lifetime,
             )
+            stuck = (
+                [
+                    c
+                    for c in self._clients.values()
+                    if c.writing_since is not None and now - c.writing_since >= self.write_timeout
+                ]
+                if self.write_timeout
+                else []
+            )
         closed = [cid for cid in old if self.remove_client(cid, reason=MAX_LIFETIME_REASON)]
         closed_idle = [cid for cid in idle if self.remove_client(cid, reason=IDLE_TIMEOUT_REASON)]
+        closed_stuck = []
+        for client in stuck:  # a peer that stopped reading: its write never ends
+            if self.remove_client(client.id, reason=WRITE_TIMEOUT_REASON, expected=client):
+                self._abort_write(client)
+                closed_stuck.append(client.id)
         with self._lock:
             self.reaped_lifetime += len(closed)
             self.reaped_idle += len(closed_idle)
-        return closed + closed_idle
+        return closed + closed_idle + closed_stuck
+
+    @staticmethod
+    def _abort_write(client: RealtimeClient) -> None:
+        """Cut the connection of a removed client whose stream is blocked in a write."""
+        if client.writing_since is not None and client.abort is not None:
+            try:
+                client.abort()
+            except Exception:  # the connection may be gone already
+                logger.debug("aborting %s's connection failed", client.id, exc_info=True)
 
     def close_all(self, reason: str = "server shutdown") -> int:
         """Close every client (graceful shutdown); returns how many were open."""

@@ -22,12 +22,23 @@ from collections.abc import Iterable
 from realtime_flask import runtime
 from realtime_flask.engine.client import RealtimeClient
 
-__all__ = ["IDLE_TIMEOUT_REASON", "Reapable", "Reaper", "expired"]
+__all__ = [
+    "IDLE_TIMEOUT_REASON",
+    "SLOW_CONSUMER_REASON",
+    "WRITE_TIMEOUT_REASON",
+    "Reapable",
+    "Reaper",
+    "expired",
+]
 
 logger = logging.getLogger(__name__)
 
 #: The close reason of a client idle for ``idle_timeout``.
 IDLE_TIMEOUT_REASON: t.Final = "idle timeout"
+#: A client whose queue overflowed (it reads slower than events come).
+SLOW_CONSUMER_REASON: t.Final = "slow consumer: queue full"
+#: A client whose stream could not write one chunk within REALTIME_WRITE_TIMEOUT.
+WRITE_TIMEOUT_REASON: t.Final = "write timeout"
 
 
 def expired(

@@ -117,6 +117,8 @@ class Realtime:
             max_lifetime=settings.max_lifetime,
             max_clients=settings.max_clients,
             max_clients_per_addr=settings.max_clients_per_ip,
+            write_timeout=settings.write_timeout,
+            queue_bytes=settings.queue_bytes,
         )
         broker = _first(broker, self._broker)
         if broker is None:

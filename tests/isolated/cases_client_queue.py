@@ -20,7 +20,7 @@ from realtime_flask import runtime
 from realtime_flask.runtime import ClientQueue
 from realtime_flask.runtime import QueueClosed
 
-Flavour = t.Callable[[int], ClientQueue]
+Flavour = t.Callable[..., ClientQueue]
 FLAVOURS: dict[str, Flavour] = {
     "threads": runtime._ThreadClientQueue,
     "gevent": runtime._GeventClientQueue,
@@ -68,6 +68,20 @@ class TestClientQueue:
         q.put_front([b"x"])  # ignored once closed
         with pytest.raises(QueueClosed):
             q.get(timeout=0)
+
+    def test_bytes_bound_the_queue_but_an_empty_queue_takes_any_frame(self, flavour: str) -> None:
+        q = FLAVOURS[flavour](100, 10)
+        assert q.put_nowait(b"x" * 50)  # bigger than the bound, but the queue is empty
+        assert not q.put_nowait(b"y")  # 50 bytes queued: nothing more fits
+        assert q.get(timeout=0) == b"x" * 50
+        assert q.put_nowait(b"12345") and q.put_nowait(b"67890")
+        assert not q.put_nowait(b"!")  # 10 bytes: the bound
+        assert not q.put_many([b"a"])
+        assert q.get(timeout=0) == b"1234567890"
+        assert q.put_many([b"abc", b"defghijklmnop"])  # an empty queue takes a whole batch
+        assert not q.put_many([b"z"])
+        q.put_front([b">"])  # a replay goes in whatever the bound
+        assert q.get(timeout=0) == b">abcdefghijklmnop"
 
     def test_keepalive_timeout_returns_none(self, flavour: str) -> None:
         q = FLAVOURS[flavour](4)

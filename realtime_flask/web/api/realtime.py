@@ -81,6 +81,12 @@ def connect() -> Response:
     try:
         state.routing.register(client.id)  # before PB_CONNECT: a POST may reach another worker
         stop_watcher = _watch_peer_eof(request.environ, manager, client)
+        sock = _socket_of(request.environ)
+        if sock is not None:
+            # A peer gone without FIN: the kernel fails the connection once sent data stays
+            # unacknowledged this long, and the EOF watch ends the client.
+            runtime.set_user_timeout(sock, state.settings.write_timeout)
+            client.abort = lambda: runtime.abort_socket(sock)
     except Exception:
         manager.remove_client(client.id, reason="connect failed", expected=client)
         raise
@@ -134,11 +140,14 @@ def _stream(
                 if state.draining:  # come back later, spread over the drain window
                     yield sse.format_retry(drain_retry_ms(state.settings.drain_window))
                 return
+            client.writing_since = manager.clock()  # cleared when the write returned
             if chunk is None:
                 yield KEEPALIVE_FRAME
+                client.writing_since = None
                 continue
             manager.touch(client)
             yield chunk
+            client.writing_since = None
     finally:
         close()
 
@@ -197,13 +206,18 @@ def _fold_keys(body: dict[str, object]) -> dict[str, object]:
     return out
 
 
+def _socket_of(environ: t.Mapping[str, object]) -> object | None:
+    """The connection's socket, where the WSGI server exposes it (gevent, gunicorn)."""
+    return next((environ[k] for k in SOCKET_KEYS if environ.get(k) is not None), None)
+
+
 def _watch_peer_eof(
     environ: t.Mapping[str, object], manager: RealtimeManager, client: RealtimeClient
 ) -> t.Callable[[], None] | None:
     """Close the client as soon as its peer closes the connection (gevent only):
     the SDK's old client id must answer 404 within milliseconds, as PocketBase's
     does, not at the next keep-alive.  See ``runtime.watch_peer_eof``."""
-    sock = next((environ[k] for k in SOCKET_KEYS if environ.get(k) is not None), None)
+    sock = _socket_of(environ)
     return runtime.watch_peer_eof(
         sock,
         lambda: manager.remove_client(

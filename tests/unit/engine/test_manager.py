@@ -545,3 +545,60 @@ def test_names_that_moved_out_stay_importable_from_the_manager() -> None:
     for name in ("RealtimeClient", "ParkedClient", "new_client_id"):
         assert getattr(manager, name) is getattr(client, name)
     assert manager.Reaper is reaper.Reaper
+
+
+class TestStuckWrites:
+    """Issue #10: a stream whose write cannot progress (a peer that stopped reading)
+    is ended and its connection cut, instead of holding a greenlet, a socket and
+    its queue forever."""
+
+    def test_a_write_stuck_past_the_timeout_ends_the_client_and_cuts_it(
+        self, fake_clock: FakeClock
+    ) -> None:
+        manager = RealtimeManager(clock=fake_clock, write_timeout=30.0)
+        stuck, writing, idle = (manager.register_client() for _ in range(3))
+        cut: list[str] = []
+        for client in (stuck, writing, idle):
+            client.abort = lambda client=client: cut.append(client.id)
+        stuck.writing_since = fake_clock()
+        fake_clock.advance(20)
+        writing.writing_since = fake_clock()  # a write in progress for 10 s only
+        fake_clock.advance(10)
+        assert manager.reap() == [stuck.id]
+        assert stuck.close_reason == "write timeout" and cut == [stuck.id]
+        assert manager.get_client(writing.id) is not None
+        assert manager.get_client(idle.id) is not None
+        assert manager.closed_by_reason["write timeout"] == 1
+
+    def test_a_slow_consumer_dropped_mid_write_is_cut_at_once(self, fake_clock: FakeClock) -> None:
+        manager = RealtimeManager(queue_size=2, clock=fake_clock)
+        slow = manager.register_client()
+        manager.set_subscriptions(slow.id, subs("posts/*"))
+        cut: list[str] = []
+        slow.abort = lambda: cut.append(slow.id)
+        slow.writing_since = fake_clock()  # its stream is blocked writing
+        for n in range(3):
+            manager.dispatch(post_event(f"r{n}"))
+        assert manager.get_client(slow.id) is None and cut == [slow.id]
+        assert manager.closed_by_reason["slow consumer: queue full"] == 1
+
+    def test_a_client_removed_between_writes_is_not_cut(self, fake_clock: FakeClock) -> None:
+        manager = RealtimeManager(clock=fake_clock)
+        client = manager.register_client()
+        cut: list[str] = []
+        client.abort = lambda: cut.append(client.id)
+        assert manager.remove_client(client.id, reason="stream closed")
+        assert cut == []  # nothing to cut: the stream ends by itself
+
+    def test_the_queue_is_bounded_in_bytes_too(self, fake_clock: FakeClock) -> None:
+        manager = RealtimeManager(queue_size=100, queue_bytes=2000, clock=fake_clock)
+        slow = manager.register_client()
+        manager.set_subscriptions(slow.id, subs("posts/*"))
+        big = "x" * 800
+        event = Event  # 800-byte records: the frames, not their count, fill the queue
+        results = [
+            manager.dispatch(event("posts", "create", {"id": f"r{n}", "title": big}))
+            for n in range(3)
+        ]
+        assert [r.dropped for r in results] == [0, 0, 1]  # the third 800-byte frame overflows
+        assert manager.get_client(slow.id) is None
