@@ -80,3 +80,33 @@ def test_resume_on_any_of_four_workers_with_redis(redis_url: str) -> None:
     env = {"REALTIME_REDIS_URL": redis_url, "REALTIME_REGISTRY_TTL": "2"}
     with GunicornServer(workers=4, env=env) as server:
         drop_and_resume(server)
+
+
+def bare_id_resume(server: GunicornServer) -> None:
+    """Issue #10: an EventSource closed before its first event sends PB_CONNECT's bare
+    id; it gets its client back and the record written while it was away."""
+    stream = HTTPEventStream(server.host, server.port)
+    cid = stream.next_event().id
+    assert post_subscriptions(server.host, server.port, cid, ["posts/*"])[0] == 204
+    stream.abort()
+    wait_until(lambda: gone(server, cid), timeout=5)
+    assert server.publish("posts", "create", {"id": "away"}) == 200
+    with HTTPEventStream(server.host, server.port, headers={"Last-Event-ID": cid}) as resumed:
+        assert resumed.next_event().id == cid
+        assert record_ids(resumed, 1) == ["away"]
+        assert server.publish("posts", "create", {"id": "live"}) == 200
+        assert record_ids(resumed, 1) == ["live"]
+
+
+def test_a_bare_id_resume_on_one_worker() -> None:
+    with GunicornServer(workers=1) as server:
+        bare_id_resume(server)
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_a_bare_id_resume_on_any_of_four_workers_with_redis(redis_url: str) -> None:
+    env = {"REALTIME_REDIS_URL": redis_url, "REALTIME_REGISTRY_TTL": "2"}
+    with GunicornServer(workers=4, env=env) as server:
+        assert server.publish("posts", "create", {"id": "first"}) == 200  # the log is not empty
+        bare_id_resume(server)
