@@ -69,15 +69,31 @@ def post_id(client: FlaskClient) -> str:
 
 
 def send(
-    client: FlaskClient, route: tuple[str, str, dict[str, str]], post_id: str, body: bytes
+    client: FlaskClient,
+    route: tuple[str, str, dict[str, str]],
+    post_id: str,
+    body: bytes,
+    content_type: str = "application/json",
 ) -> t.Any:
     method, path, headers = route
     return client.open(
         path.format(id=post_id),
         method=method,
         data=body,
-        headers={**headers, "Content-Type": "application/json"},
+        headers={**headers, "Content-Type": content_type},
     )
+
+
+#: The content types the body readers branch on, and some they refuse.
+CONTENT_TYPES: t.Final = [
+    "application/json",
+    "application/json; charset=latin-1",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=xyz",
+    "multipart/form-data",
+    "text/plain",
+    "",
+]
 
 
 def nested(depth: int) -> bytes:
@@ -150,12 +166,26 @@ def test_json_object_on_any_bytes_is_an_object_or_a_400(raw: bytes) -> None:
         assert isinstance(body, dict)
 
 
-@settings(FUZZ, max_examples=max(1, FUZZ_EXAMPLES // 20))
-@given(raw=st.binary(max_size=200), route=st.sampled_from(ROUTES))
+@FUZZ
+@given(
+    raw=st.binary(max_size=200)
+    | st.text(max_size=200).map(str.encode)
+    | st.builds(
+        lambda parts: b"--xyz\r\n" + b"\r\n--xyz\r\n".join(parts) + b"\r\n--xyz--\r\n",
+        st.lists(st.binary(max_size=60), max_size=4),
+    ),
+    route=st.sampled_from(ROUTES),
+    content_type=st.sampled_from(CONTENT_TYPES),
+)
 def test_any_body_on_any_route_answers_below_500(
-    client: FlaskClient, post_id: str, raw: bytes, route: tuple[str, str, dict[str, str]]
+    client: FlaskClient,
+    post_id: str,
+    raw: bytes,
+    route: tuple[str, str, dict[str, str]],
+    content_type: str,
 ) -> None:
-    response = send(client, route, post_id, raw)
+    """Every body reader (JSON, urlencoded and multipart forms, others) on every route."""
+    response = send(client, route, post_id, raw, content_type)
     assert response.status_code < 500, response.get_data()
     if response.status_code >= 400:
         assert is_pocketbase_error(response, response.status_code, empty_data=False), (
