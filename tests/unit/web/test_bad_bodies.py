@@ -4,7 +4,9 @@ PocketBase's JSON body, never a 500, and nothing changes.
 Instances of the kind: a body nested 5,000 levels deep (Python's parser raised
 RecursionError: a 500), nesting past ``MAX_JSON_DEPTH``, invalid UTF-8, a body
 over ``REALTIME_MAX_BODY`` (413).  The body readers are then fuzzed with
-arbitrary bytes (``RF_FUZZ_EXAMPLES``, 10,000 by default).
+arbitrary bytes under every content type, and the records routes' query
+parameters (sort, filter, fields, expand, paging) and token header with
+arbitrary text (``RF_FUZZ_EXAMPLES``, 10,000 by default).
 """
 
 from __future__ import annotations
@@ -187,6 +189,30 @@ def test_any_body_on_any_route_answers_below_500(
     """Every body reader (JSON, urlencoded and multipart forms, others) on every route."""
     response = send(client, route, post_id, raw, content_type)
     assert response.status_code < 500, response.get_data()
+    if response.status_code >= 400:
+        assert is_pocketbase_error(response, response.status_code, empty_data=False), (
+            response.get_data()
+        )
+
+
+#: Query parameters the records routes read, and header names the app reads.
+QUERY_KEYS: t.Final = ["page", "perPage", "sort", "filter", "skipTotal", "fields", "expand"]
+
+
+@FUZZ
+@given(
+    query=st.dictionaries(st.sampled_from(QUERY_KEYS), st.text(max_size=60), max_size=4),
+    one=st.booleans(),
+    auth=st.text(max_size=80),
+)
+def test_any_query_string_or_token_on_the_records_routes_answers_below_500(
+    client: FlaskClient, post_id: str, query: dict[str, str], one: bool, auth: str
+) -> None:
+    """The sort, filter, fields, expand and paging parsers, and the token reader."""
+    path = f"/api/collections/posts/records/{post_id}" if one else "/api/collections/posts/records"
+    headers = {"Authorization": auth} if auth.isprintable() else {}
+    response = client.get(path, query_string=query, headers=headers)
+    assert response.status_code < 500, (query, response.get_data())
     if response.status_code >= 400:
         assert is_pocketbase_error(response, response.status_code, empty_data=False), (
             response.get_data()
