@@ -9,11 +9,17 @@ if not monkey.is_module_patched("socket"):  # gunicorn's gevent worker patched a
     monkey.patch_all()
 
 import logging
+import sys
 
+from realtime_flask.errors import RealtimeError
 from realtime_flask.runtime import tune_gc
 from realtime_flask.web.app import create_app
 
-app = create_app()
+try:
+    app = create_app()
+except RealtimeError as exc:  # a bad setting or schema, or a missing extra: one line
+    print(f"error: {exc.message}", file=sys.stderr)
+    sys.exit(2)
 tune_gc()  # no full GC passes over start-up objects, fewer promotions
 
 if __name__ == "__main__":

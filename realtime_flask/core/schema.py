@@ -337,7 +337,11 @@ def _collection_from_json(item: object, n: int) -> Collection:
     if type_ not in (BASE, AUTH):
         raise SchemaError(f"{where}: type must be 'base' or 'auth', got {type_!r}")
     type_ = t.cast(str, type_)
-    cid = item.get("id") or collection_id_for(type_, name)
+    cid = item.get("id") or (
+        # PocketBase's built-in users collection always has this id, and relations
+        # in exports name it so: a users auth collection given without an id gets it.
+        USERS_ID if (type_, name) == (AUTH, "users") else collection_id_for(type_, name)
+    )
     if not isinstance(cid, str):
         raise SchemaError(f"{where}: id must be a string")
     raw_fields = item.get("fields", [])

@@ -116,6 +116,20 @@ class TestDefaults:
         coll = schema.get(name)
         assert coll is not None and coll.id == expected
 
+    def test_a_users_auth_collection_without_an_id_gets_pocketbases_builtin_id(self) -> None:
+        """Issue #11: exports name PocketBase's users collection ``_pb_users_auth_``."""
+        raw = [users(), posts()]
+        raw[0].pop("id", None)
+        raw[1]["fields"][1]["collectionId"] = "_pb_users_auth_"
+        schema = Schema.from_json(raw)
+        coll = schema.get("users")
+        assert coll is not None and coll.id == "_pb_users_auth_"
+        owner = t.cast(t.Any, schema.get("posts")).field("owner")
+        assert owner is not None and owner.collection_id == "_pb_users_auth_"
+        # Only the auth collection named users: a base collection of that name keeps pbc_.
+        base = Schema.from_json([{"name": "users"}]).get("users")
+        assert base is not None and base.id == collection_id_for("base", "users")
+
     def test_an_explicit_id_wins(self) -> None:
         schema = Schema.from_json([{"id": "my_id", "name": "things"}])
         coll = schema.get("my_id")
