@@ -164,10 +164,14 @@ class RealtimeState:
         """A fresh client whose queue starts with ``RF_RESET`` (``reset_reason``): for
         a resume that cannot be honoured safely (its address cannot be trusted)."""
         client = self.manager.register_client(remote_addr=remote_addr)
-        client.since = self.last_delivered or str(self.broker.status().get("lastId", ""))
-        reset = sse.format_event_body(RESET_EVENT, {"reason": reset_reason})
-        client.controller.put_front([client.id_line + reset])
+        client.since = self._position()
+        client.controller.put_front([_reset_frame(client, reset_reason)])
         return client
+
+    def _position(self) -> str:
+        """The log position of the newest event this process has handed out; before
+        its first, where its listener started."""
+        return self.last_delivered or str(self.broker.status().get("lastId", ""))
 
     def open_client(self, remote_addr: str | None, last_event_id: str = "") -> RealtimeClient:
         """Register the client of a new stream, resuming a parked one when asked.
@@ -193,14 +197,13 @@ class RealtimeState:
         # No wait from here to the registration: events up to ``upto`` are
         # replayed, later ones reach the registered client live.  A worker that
         # has delivered nothing yet replays up to where its listener started.
-        upto = self.last_delivered or str(self.broker.status().get("lastId", ""))
-        client = None
+        upto = self._position()
         if parked is not None:
             try:
                 client = self.manager.register_client(remote_addr=remote_addr, resume=parked)
-            except RealtimeError:
+            except RealtimeError:  # its id is live again: a fresh client
                 parked = None
-        if client is None or parked is None:
+        if parked is None:
             client = self.manager.register_client(remote_addr=remote_addr)
             client.since = upto
             return client
@@ -217,8 +220,7 @@ class RealtimeState:
         frames: list[bytes] = []
         complete = bool(upto) and self._collect(client, after, upto, frames)
         if not complete or len(frames) > self.manager.queue_size:
-            reset = sse.format_event_body(RESET_EVENT, {"reason": "history_lost"})
-            frames = [client.id_line + reset]
+            frames = [_reset_frame(client, "history_lost")]
         client.controller.put_front(frames)
 
     def _collect(self, client: RealtimeClient, after: str, upto: str, out: list[bytes]) -> bool:
@@ -305,6 +307,11 @@ def drain_retry_ms(window: float, rng: random.Random | None = None) -> int:
     """
     top = max(MIN_DRAIN_RETRY_MS, int(window * 1000))
     return (rng or random).randint(MIN_DRAIN_RETRY_MS, top)
+
+
+def _reset_frame(client: RealtimeClient, reason: str) -> bytes:
+    """An ``RF_RESET`` frame for ``client``: events may be lost, refetch."""
+    return client.id_line + sse.format_event_body(RESET_EVENT, {"reason": reason})
 
 
 def may_change_auth(event: Event) -> bool:
