@@ -140,8 +140,8 @@ class HTTPEventStream(EventStream):
         super().__init__(self._read)
 
     def _recv(self, timeout: float) -> bytes | None:
-        self.sock.settimeout(max(timeout, 0.001))
         try:
+            self.sock.settimeout(max(timeout, 0.001))  # EBADF once closed: the stream ended
             return self.sock.recv(65536)
         except TimeoutError:
             return None

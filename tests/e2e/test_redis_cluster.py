@@ -877,11 +877,11 @@ def test_redis_outage_of_10s_under_100_writes_per_second(tmp_path: Path) -> None
                         wait_for_status(conn, reader.client_id, topics, 204, timeout=RECOVERY_BOUND)
             finally:
                 for reader in readers:
-                    reader.stream.close()
                     reader.halt.set()
                 for reader in readers:
                     if reader.is_alive():
                         reader.join(timeout=5)
+                    reader.stream.close()  # after its reader stopped: no read on a closed socket
                 close_all(pinned)
                 registry.close()
 
