@@ -39,6 +39,9 @@ __all__ = [
     "SchemaError",
     "SUPERUSERS",
     "SUPERUSERS_ID",
+    "DEFAULT_FILE_MAX_SIZE",
+    "FILE_TOKEN_DURATION",
+    "MULTI_TYPES",
     "collection_id_for",
     "default_schema",
     "load_schema_file",
@@ -63,8 +66,20 @@ FIELD_TYPES: t.Final[frozenset[str]] = frozenset(
         "relation",
         "autodate",
         "password",
+        "editor",
+        "file",
+        "geoPoint",
     }
 )
+#: Field types whose value is a list when ``maxSelect > 1``.
+MULTI_TYPES: t.Final[frozenset[str]] = frozenset({"select", "relation", "file"})
+#: Collection types PocketBase 0.40 exports; ``view`` collections are accepted and left out.
+COLLECTION_TYPES: t.Final[frozenset[str]] = frozenset({"base", "auth", "view"})
+VIEW = "view"
+#: PocketBase's default limit of one uploaded file when ``maxSize`` is 0: 5 MiB.
+DEFAULT_FILE_MAX_SIZE: t.Final = 5 << 20
+#: PocketBase's default file token lifetime, seconds (``fileToken.duration``).
+FILE_TOKEN_DURATION: t.Final = 180
 #: Rule keys of a collection, in PocketBase's export order.
 ACTIONS: t.Final[tuple[str, ...]] = ("list", "view", "create", "update", "delete")
 
@@ -108,10 +123,24 @@ class Field:
     #: autodate
     on_create: bool = True
     on_update: bool = False
+    #: file: most bytes of one upload (0: PocketBase's default, 5 MiB)
+    max_size: int = 0
+    #: file: allowed MIME types of an upload (empty: any)
+    mime_types: tuple[str, ...] = ()
+    #: file: served only with a file token (``POST /api/files/token``) passing the viewRule
+    protected: bool = False
+    #: file: thumb sizes (accepted; a thumb is answered with the original file)
+    thumbs: tuple[str, ...] = ()
 
     @property
     def multiple(self) -> bool:
-        return self.type in ("relation", "select") and self.max_select > 1
+        """A select, relation or file field holding a list (``maxSelect > 1``)."""
+        return self.type in MULTI_TYPES and self.max_select > 1
+
+    @property
+    def file_max_size(self) -> int:
+        """Most bytes of one upload of a file field (``maxSize``, else 5 MiB)."""
+        return self.max_size if self.max_size > 0 else DEFAULT_FILE_MAX_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +159,8 @@ class Collection:
     token_duration: int = USERS_TOKEN_DURATION
     #: extra secret mixed into every token signature of this collection
     token_secret: str = ""
+    #: seconds a file token of this auth collection is valid (``fileToken.duration``)
+    file_token_duration: int = FILE_TOKEN_DURATION
     _by_name: dict[str, Field] = dc_field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -173,8 +204,13 @@ RESERVED_NAMES: t.Final[frozenset[str]] = frozenset(
 class Schema:
     """Every collection, by name and by id, with compiled rules."""
 
-    def __init__(self, collections: Sequence[Collection]) -> None:
+    def __init__(
+        self, collections: Sequence[Collection], *, unsupported: Sequence[str] = ()
+    ) -> None:
         self.collections: tuple[Collection, ...] = tuple(collections)
+        #: What the source export has that this service accepts but does not honour,
+        #: one entry per collection (``"users: oauth2, otp"``), for one log line at start-up.
+        self.unsupported: tuple[str, ...] = tuple(unsupported)
         self._by_name = {c.name: c for c in self.collections}
         self._by_id = {c.id: c for c in self.collections}
         #: ``(collection id, action) -> compiled rule``, None for a null rule.
@@ -232,21 +268,33 @@ class Schema:
         """Build from PocketBase's collection-export shape (a list of collections)."""
         if not isinstance(data, list):
             raise SchemaError("the schema must be a JSON array of collections")
-        raw = [_collection_from_json(item, n) for n, item in enumerate(data)]
+        notes: dict[str, list[str]] = {}
+        raw: list[Collection] = []
+        views: set[str] = set()
+        for n, item in enumerate(data):
+            coll = _collection_from_json(item, n, notes)
+            if coll.type == VIEW:
+                views.update((coll.id, coll.name))
+            else:
+                raw.append(coll)
         if with_superusers and not any(c.name == SUPERUSERS for c in raw):
             raw.append(_superusers())
-        # Relations may name their target by name or id: resolve to ids.
+        # Relations may name their target by name or id: resolve to ids.  A relation
+        # to a view collection (left out) is left out too.
         by_name = {c.name: c for c in raw}
         resolved = []
         for coll in raw:
-            fields = tuple(
-                replace(f, collection_id=by_name[f.collection_id].id)
-                if f.type == "relation" and f.collection_id in by_name
-                else f
-                for f in coll.fields
-            )
-            resolved.append(replace(coll, fields=fields, _by_name={}))
-        return cls(resolved)
+            fields: list[Field] = []
+            for f in coll.fields:
+                if f.type == "relation" and f.collection_id in views:
+                    notes.setdefault(coll.name, []).append(f"{f.name} (relation to a view)")
+                    continue
+                if f.type == "relation" and f.collection_id in by_name:
+                    f = replace(f, collection_id=by_name[f.collection_id].id)
+                fields.append(f)
+            resolved.append(replace(coll, fields=tuple(fields), _by_name={}))
+        unsupported = [f"{name}: {', '.join(items)}" for name, items in notes.items()]
+        return cls(resolved, unsupported=unsupported)
 
 
 def _superusers() -> Collection:
@@ -274,7 +322,39 @@ def _opt(item: Mapping[str, object], key: str, kind: type, where: str, default: 
     return value
 
 
-def _field_from_json(item: object, coll: str, n: int) -> Field:
+#: Field options PocketBase 0.40 exports that are accepted but not enforced here, with
+#: their "unset" values: a field with another value is listed as not supported.
+_IGNORED_FIELD_OPTIONS: t.Final[dict[str, tuple[object, ...]]] = {
+    "autogeneratePattern": ("",),
+    "onlyDomains": ([],),
+    "exceptDomains": ([],),
+    "minSelect": (0,),
+    "convertURLs": (False,),
+    "maxSize": (0,),  # editor and json (a file field's maxSize is enforced)
+    "thumbs": ([],),  # file: a thumb request answers the original file
+}
+
+
+def _string_list(item: Mapping[str, object], key: str, where: str) -> tuple[str, ...]:
+    values = item.get(key) or []
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise SchemaError(f"{where}: {key!r} must be a list of strings")
+    return tuple(values)
+
+
+def _ignored_options(item: Mapping[str, object], type_: str) -> list[str]:
+    found = []
+    for key, unset in _IGNORED_FIELD_OPTIONS.items():
+        if key == "maxSize" and type_ == "file":
+            continue
+        if key in item and item[key] not in (None, *unset):
+            found.append(key)
+    if type_ == "date" and (item.get("min") or item.get("max")):
+        found.append("min/max")
+    return found
+
+
+def _field_from_json(item: object, coll: str, n: int, notes: list[str] | None = None) -> Field:
     if not isinstance(item, Mapping):
         raise SchemaError(f"collection {coll!r}, field #{n}: must be an object")
     name = item.get("name")
@@ -293,12 +373,21 @@ def _field_from_json(item: object, coll: str, n: int) -> Field:
     if type_ == "relation" and (not isinstance(target, str) or not target):
         raise SchemaError(f"{where}: a relation needs 'collectionId'")
     max_select = _opt(item, "maxSelect", int, where, 1)
-    low = _opt(item, "min", float, where, None)
-    high = _opt(item, "max", float, where, None)
+    # A date's min/max are dates (not enforced here, see _ignored_options).
+    bounded = type_ in ("text", "number", "password")
+    low = _opt(item, "min", float, where, None) if bounded else None
+    high = _opt(item, "max", float, where, None) if bounded else None
     if type_ in ("text", "password"):
         # PocketBase exports text/password lengths as 0 when unset ("no limit").
         low = low or None
         high = high or None
+    max_size = _opt(item, "maxSize", int, where, 0)
+    if max_size < 0:
+        raise SchemaError(f"{where}: 'maxSize' must not be negative")
+    mime_types = _string_list(item, "mimeTypes", where)
+    thumbs = _string_list(item, "thumbs", where)
+    if notes is not None:
+        notes.extend(f"{name}.{opt}" for opt in _ignored_options(item, t.cast(str, type_)))
     return Field(
         name=name,
         type=t.cast(str, type_),
@@ -314,6 +403,10 @@ def _field_from_json(item: object, coll: str, n: int) -> Field:
         cascade_delete=_opt(item, "cascadeDelete", bool, where, False),
         on_create=_opt(item, "onCreate", bool, where, True),
         on_update=_opt(item, "onUpdate", bool, where, False),
+        max_size=max_size if type_ == "file" else 0,
+        mime_types=mime_types if type_ == "file" else (),
+        protected=type_ == "file" and _opt(item, "protected", bool, where, False),
+        thumbs=thumbs if type_ == "file" else (),
     )
 
 
@@ -324,7 +417,54 @@ def _rule(item: Mapping[str, object], key: str, where: str) -> str | None:
     return value
 
 
-def _collection_from_json(item: object, n: int) -> Collection:
+#: Default indexes of an auth collection export (``idx_tokenKey_*``, ``idx_email_*``):
+#: the store keeps the email one; others are listed as not supported.
+_DEFAULT_INDEX_PREFIXES: t.Final = (
+    "CREATE UNIQUE INDEX `idx_tokenKey_",
+    "CREATE UNIQUE INDEX `idx_email_",
+)
+
+
+def _enabled(item: Mapping[str, object], key: str) -> bool:
+    value = item.get(key)
+    return isinstance(value, Mapping) and bool(value.get("enabled"))
+
+
+def _auth_notes(item: Mapping[str, object]) -> list[str]:
+    """The auth options of an export that are not honoured here (accepted all the same)."""
+    found = [
+        name
+        for key, name in (
+            ("oauth2", "oauth2"),
+            ("otp", "otp"),
+            ("mfa", "mfa"),
+            ("authAlert", "authAlert"),
+        )
+        if _enabled(item, key)
+    ]
+    password_auth = item.get("passwordAuth")
+    if isinstance(password_auth, Mapping) and (
+        not password_auth.get("enabled", True)
+        or list(password_auth.get("identityFields") or ["email"]) != ["email"]
+    ):
+        found.append("passwordAuth (only email and password sign-in)")
+    if item.get("authRule") not in (None, ""):
+        found.append("authRule")
+    if item.get("authRule", "") is None:
+        found.append("authRule null (sign-in stays open)")
+    if item.get("manageRule") is not None:
+        found.append("manageRule")
+    if any(
+        key in item
+        for key in ("verificationTemplate", "resetPasswordTemplate", "confirmEmailChangeTemplate")
+    ):
+        found.append("email templates (no e-mail is sent)")
+    return found
+
+
+def _collection_from_json(
+    item: object, n: int, notes: dict[str, list[str]] | None = None
+) -> Collection:
     if not isinstance(item, Mapping):
         raise SchemaError(f"collection #{n}: must be an object")
     name = item.get("name")
@@ -334,9 +474,24 @@ def _collection_from_json(item: object, n: int) -> Collection:
     if name.lower() == META_TABLE or name.lower().startswith("sqlite_"):
         raise SchemaError(f"{where}: the name is reserved")
     type_ = item.get("type", BASE)
-    if type_ not in (BASE, AUTH):
-        raise SchemaError(f"{where}: type must be 'base' or 'auth', got {type_!r}")
+    if type_ not in COLLECTION_TYPES:
+        raise SchemaError(f"{where}: type must be 'base', 'auth' or 'view', got {type_!r}")
     type_ = t.cast(str, type_)
+    mine = [] if notes is None else notes.setdefault(name, [])
+    if type_ == VIEW:
+        # A view is a SQL query over PocketBase's own tables: left out, listed once.
+        mine.append("view collection (left out)")
+        cid = item.get("id") or collection_id_for(type_, name)
+        return Collection(id=str(cid), name=name, type=VIEW, fields=())
+    if type_ == AUTH:
+        mine.extend(_auth_notes(item))
+    indexes = item.get("indexes") or []
+    if (
+        not item.get("system")
+        and isinstance(indexes, list)
+        and any(not (isinstance(i, str) and i.startswith(_DEFAULT_INDEX_PREFIXES)) for i in indexes)
+    ):
+        mine.append("indexes")
     cid = item.get("id") or (
         # PocketBase's built-in users collection always has this id, and relations
         # in exports name it so: a users auth collection given without an id gets it.
@@ -353,9 +508,10 @@ def _collection_from_json(item: object, n: int) -> Collection:
     # SQLite column names are case-insensitive: "Title" and "title" clash.
     seen = {f.name.lower() for f in system}
     for i, raw in enumerate(raw_fields):
-        f = _field_from_json(raw, name, i)
+        f = _field_from_json(raw, name, i, [])
         if f.name in system_names:
             continue  # exports repeat the system fields; ours win
+        _field_from_json(raw, name, i, mine)  # its options not honoured, if any
         if f.name.lower() in seen:
             raise SchemaError(f"{where}, field {f.name!r}: the name is used twice")
         seen.add(f.name.lower())
@@ -368,6 +524,14 @@ def _collection_from_json(item: object, n: int) -> Collection:
         secret = _opt(token, "secret", str, f"{where}: authToken", "")
         if duration < 10:
             raise SchemaError(f"{where}: authToken duration must be at least 10 seconds")
+    file_token = item.get("fileToken")
+    file_duration = FILE_TOKEN_DURATION
+    if isinstance(file_token, Mapping):
+        file_duration = _opt(file_token, "duration", int, f"{where}: fileToken", file_duration)
+        if file_duration < 10:
+            raise SchemaError(f"{where}: fileToken duration must be at least 10 seconds")
+    if notes is not None and not mine:
+        del notes[name]
     return Collection(
         id=cid,
         name=name,
@@ -380,6 +544,7 @@ def _collection_from_json(item: object, n: int) -> Collection:
         delete_rule=_rule(item, "deleteRule", where),
         token_duration=duration,
         token_secret=secret,
+        file_token_duration=file_duration,
     )
 
 

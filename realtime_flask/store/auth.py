@@ -3,7 +3,9 @@
 Rules:
 
 1. A token carries exactly PocketBase's five claims: ``collectionId``, ``exp``,
-   ``id``, ``refreshable``, ``type="auth"``.
+   ``id``, ``refreshable``, ``type="auth"``; a file token (``type="file"``, for
+   protected files) the same without ``refreshable``, signed with the
+   collection's file secret (``file_secret``).
 2. The signing key is the record's ``tokenKey`` plus the collection's secret,
    so rotating ``tokenKey`` (a password change) revokes every earlier token of
    that user, and rotating the secret revokes the whole collection's.
@@ -33,6 +35,8 @@ __all__ = [
     "Blocking",
     "Passwords",
     "TokenClaims",
+    "TokenType",
+    "file_secret",
     "make_token",
     "new_token_key",
     "read_token_claims",
@@ -40,6 +44,8 @@ __all__ = [
     "verify_token",
 ]
 
+#: PocketBase's token types made and read here: sign-in and protected-file access.
+TokenType = t.Literal["auth", "file"]
 #: Runs a CPU-bound callable; the default calls it inline.
 Blocking = t.Callable[[t.Callable[[], bytes]], bytes]
 
@@ -122,6 +128,12 @@ class TokenClaims(t.NamedTuple):
     refreshable: bool
 
 
+def file_secret(collection_secret: str) -> str:
+    """The secret of a collection's file tokens, derived from its auth-token secret
+    (PocketBase keeps a separate ``fileToken.secret``): neither token verifies as the other."""
+    return hashlib.sha256(b"realtime_flask file token\0" + collection_secret.encode()).hexdigest()
+
+
 def _key(token_key: str, collection_secret: str) -> str:
     return token_key + collection_secret
 
@@ -134,36 +146,41 @@ def make_token(
     collection_secret: str,
     duration: int,
     now: float | None = None,
+    token_type: TokenType = "auth",
 ) -> str:
     """An HS256 JWT with PocketBase's claims, valid for ``duration`` seconds.
 
     ``exp`` is ``int(now) + duration`` (Unix seconds; ``now`` defaults to the
     current time); the key is ``token_key + collection_secret`` (rule 2).
+    ``token_type="file"`` makes PocketBase's file token: claims ``collectionId``,
+    ``exp``, ``id``, ``type="file"`` (no ``refreshable``); its caller passes
+    the collection's file-token secret, not the auth one.
     """
     issued = time.time() if now is None else now
-    payload = {
+    payload: dict[str, object] = {
         "collectionId": collection_id,
         "exp": int(issued) + duration,
         "id": record_id,
-        "refreshable": True,
-        "type": "auth",
+        "type": token_type,
     }
+    if token_type == "auth":
+        payload["refreshable"] = True
     return jwt.encode(payload, _key(token_key, collection_secret), algorithm="HS256")
 
 
-def read_token_claims(token: str) -> TokenClaims | None:
-    """The claims of a well-formed auth token, *unverified*: only to find the record
-    whose ``tokenKey`` then verifies it.  None for anything else (wrong ``type``,
-    a claim missing or of the wrong JSON type, not a JWT)."""
+def read_token_claims(token: str, token_type: TokenType = "auth") -> TokenClaims | None:
+    """The claims of a well-formed token of ``token_type``, *unverified*: only to find
+    the record whose ``tokenKey`` then verifies it.  None for anything else (wrong
+    ``type``, a claim missing or of the wrong JSON type, not a JWT)."""
     try:
         payload = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
     except jwt.PyJWTError:
         return None
-    return _claims(payload)
+    return _claims(payload, token_type)
 
 
-def _claims(payload: object) -> TokenClaims | None:
-    if not isinstance(payload, dict) or payload.get("type") != "auth":
+def _claims(payload: object, token_type: TokenType = "auth") -> TokenClaims | None:
+    if not isinstance(payload, dict) or payload.get("type") != token_type:
         return None
     cid, rid, exp = payload.get("collectionId"), payload.get("id"), payload.get("exp")
     if not isinstance(cid, str) or not isinstance(rid, str) or not isinstance(exp, int):
@@ -172,7 +189,12 @@ def _claims(payload: object) -> TokenClaims | None:
 
 
 def verify_token(
-    token: str, *, token_key: str, collection_secret: str, now: float | None = None
+    token: str,
+    *,
+    token_key: str,
+    collection_secret: str,
+    now: float | None = None,
+    token_type: TokenType = "auth",
 ) -> TokenClaims | None:
     """The claims when the token is an HS256 auth token signed with this key and
     ``exp`` is after ``now`` (Unix seconds, default the current time); else None
@@ -186,7 +208,7 @@ def verify_token(
         )
     except jwt.PyJWTError:
         return None
-    claims = _claims(payload)
+    claims = _claims(payload, token_type)
     current = time.time() if now is None else now
     if claims is None or claims.exp <= current:
         return None

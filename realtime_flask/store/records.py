@@ -45,15 +45,20 @@ from realtime_flask.core.rules import CompiledRule
 from realtime_flask.core.rules import RequestContext
 from realtime_flask.core.schema import SUPERUSERS
 from realtime_flask.core.schema import Collection
+from realtime_flask.core.schema import Field
 from realtime_flask.core.schema import Schema
 from realtime_flask.errors import MissingCollection
 from realtime_flask.errors import NotFound
 from realtime_flask.errors import ValidationFailed
 from realtime_flask.store.auth import Passwords
+from realtime_flask.store.auth import TokenType
+from realtime_flask.store.auth import file_secret
 from realtime_flask.store.auth import make_token
 from realtime_flask.store.auth import read_token_claims
 from realtime_flask.store.auth import verify_token
 from realtime_flask.store.connections import Connections
+from realtime_flask.store.files import FileStorage
+from realtime_flask.store.files import Upload
 from realtime_flask.store.policy import DEFAULT_PER_PAGE
 from realtime_flask.store.policy import action_rule
 from realtime_flask.store.policy import list_query
@@ -97,6 +102,35 @@ class ListResult:
     total_pages: int
 
 
+def split_uploads(coll: Collection, values: Record) -> tuple[Record, list[Upload]]:
+    """The column values with each new upload replaced by its stored name, and the uploads.
+
+    ``validate_write`` leaves ``Upload`` objects in file fields; only names are stored.
+    """
+    uploads: list[Upload] = []
+    for f in coll.fields:
+        if f.type != "file" or f.name not in values:
+            continue
+        value = values[f.name]
+        items = value if isinstance(value, list) else [value]
+        uploads.extend(i for i in items if isinstance(i, Upload))
+        names = [i.name if isinstance(i, Upload) else i for i in items]
+        values[f.name] = names if isinstance(value, list) else names[0]
+    return values, uploads
+
+
+def dropped_files(coll: Collection, before: Record, after: Record) -> list[str]:
+    """File names ``before`` held in a file field that ``after`` no longer holds."""
+    out: list[str] = []
+    for f in coll.fields:
+        if f.type != "file":
+            continue
+        old, new = before.get(f.name), after.get(f.name)
+        kept = set(new) if isinstance(new, list) else {new}
+        out.extend(n for n in (old if isinstance(old, list) else [old]) if n and n not in kept)
+    return out
+
+
 def _by_id(coll: Collection) -> str:
     """The SELECT of one stored record by id (parameter: the id)."""
     return f"SELECT {select_list(coll)} FROM {quote(coll.name)} WHERE id = ?"
@@ -117,6 +151,7 @@ class RecordStore:
         (``REALTIME_QUERY_TIMEOUT``).
     :param write_timeout: seconds a write waits for another process's write lock
         (off the hub) before StoreBusy (503).
+    :param files: where record files live (default: ``storage`` beside the database).
 
     ``db`` is the store's ``Connections`` (its ``statements`` count is what
     tests and metrics read).
@@ -132,8 +167,14 @@ class RecordStore:
         readers: int = 4,
         query_timeout: float = 10.0,
         write_timeout: float = 5.0,
+        files: FileStorage | None = None,
     ) -> None:
         self.schema = schema
+        #: record files (``store.files``): ``<database folder>/storage`` by default,
+        #: a temporary folder for an in-memory database.
+        self.files = files or FileStorage(
+            None if str(path) == ":memory:" else Path(path).parent / "storage"
+        )
         self.write_timeout = write_timeout
         self.on_event: EventSink = on_event or (lambda event: None)
         self.passwords = passwords or Passwords()
@@ -150,6 +191,7 @@ class RecordStore:
     def close(self) -> None:
         """Close the database connections; the store is unusable afterwards."""
         self.db.close()
+        self.files.close()
 
     def collection(self, name_or_id: str) -> Collection:
         """The collection named (or with id) ``name_or_id``.
@@ -278,7 +320,7 @@ class RecordStore:
         """
         coll = self.collection(collection)
         rule = action_rule(self.schema, coll, "create", ctx)
-        values = self._validate(coll, body, ctx, existing=None)
+        values, uploads = split_uploads(coll, self._validate(coll, body, ctx, existing=None))
         names = list(values)
         sql = (
             f"INSERT INTO {quote(coll.name)} ({', '.join(quote(n) for n in names)}) "
@@ -294,10 +336,16 @@ class RecordStore:
             # Read back in the transaction: a delete cannot slip in between.
             return t.cast(tuple[t.Any, ...], conn.execute(_by_id(coll), (values["id"],)).fetchone())
 
+        # Files first, the row after (PocketBase's order); a failed insert removes them.
+        self.files.save(coll.id, values["id"], uploads)
         try:
-            record = row_to_record(coll, self.db.transaction(insert))
-        except sqlite3.IntegrityError as exc:
-            raise not_unique("Failed to create record.", coll, exc) from None
+            row = self.db.transaction(insert)
+        except BaseException as exc:
+            self.files.delete(coll.id, values["id"], [u.name for u in uploads])
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise not_unique("Failed to create record.", coll, exc) from None
+            raise
+        record = row_to_record(coll, row)
         self._emit(coll, "create", record)
         return record
 
@@ -317,23 +365,39 @@ class RecordStore:
         existing = self.get_record(coll.name, record_id)
         if existing is None or (rule is not None and not self._passes(coll, rule, record_id, ctx)):
             raise NotFound()
-        values = self._validate(coll, body, ctx, existing=existing)
+        values, uploads = split_uploads(coll, self._validate(coll, body, ctx, existing=existing))
         values.pop("id", None)
-        if values:
-            assignments = ", ".join(f"{quote(n)} = ?" for n in values)
-            params = tuple(encode(coll.field(n), v) for n, v in values.items())  # type: ignore[arg-type]
-            try:
-                self.db.write(
+        assignments = ", ".join(f"{quote(n)} = ?" for n in values)
+        params = tuple(encode(coll.field(n), v) for n, v in values.items())  # type: ignore[arg-type]
+        by_id = _by_id(coll)
+
+        def change(conn: sqlite3.Connection) -> tuple[tuple[t.Any, ...], tuple[t.Any, ...]] | None:
+            before = conn.execute(by_id, (record_id,)).fetchone()
+            if before is None:  # deleted meanwhile
+                return None
+            if values:
+                conn.execute(
                     f"UPDATE {quote(coll.name)} SET {assignments} WHERE id = ?",
                     (*params, record_id),
                 )
-            except sqlite3.IntegrityError as exc:  # an email taken since _validate
+            return t.cast(tuple[t.Any, ...], before), conn.execute(by_id, (record_id,)).fetchone()
+
+        self.files.save(coll.id, record_id, uploads)
+        try:
+            outcome = self.db.transaction(change)
+        except BaseException as exc:
+            self.files.delete(coll.id, record_id, [u.name for u in uploads])
+            if isinstance(exc, sqlite3.IntegrityError):  # an email taken since _validate
                 raise not_unique("Failed to update record.", coll, exc) from None
-        record = self.get_record(coll.name, record_id)
-        if record is None:  # deleted meanwhile
+            raise
+        if outcome is None:
+            self.files.delete(coll.id, record_id, [u.name for u in uploads])
             raise NotFound()
-        self._emit(coll, "update", record)
-        return record
+        before, after = (row_to_record(coll, row) for row in outcome)
+        # After the commit: the files the committed row no longer names.
+        self.files.delete(coll.id, record_id, dropped_files(coll, before, after))
+        self._emit(coll, "update", after)
+        return after
 
     def delete(self, collection: str, record_id: str, ctx: RequestContext) -> Record:
         """Delete a record; emits ``delete`` with it; returns it as it was stored.
@@ -365,6 +429,10 @@ class RecordStore:
         if outcome is None:
             raise NotFound()
         row, done = outcome
+        # After the commit: the files of every deleted record.
+        for owner, gone_id in [(coll, record_id), *((o, r[0]) for o, r in done.deleted)]:
+            if any(f.type == "file" for f in owner.fields):
+                self.files.delete_record(owner.id, t.cast(str, gone_id))
         for other, gone in done.deleted:
             self._emit(other, "delete", row_to_record(other, gone))
         for other, changed in done.updated:
@@ -440,16 +508,32 @@ class RecordStore:
             duration=coll.token_duration,
         )
 
-    def auth_from_token(self, token: str) -> tuple[Collection, Record] | None:
+    def file_token_for(self, coll: Collection, record: Record) -> str:
+        """A new file token (PocketBase's ``POST /api/files/token``) for the stored auth
+        ``record``: ``type="file"``, valid ``coll.file_token_duration`` seconds (default
+        180), signed with the record's ``tokenKey`` and the collection's file secret."""
+        return make_token(
+            collection_id=coll.id,
+            record_id=t.cast(str, record["id"]),
+            token_key=t.cast(str, record["tokenKey"]),
+            collection_secret=file_secret(self._secrets[coll.id]),
+            duration=coll.file_token_duration,
+            token_type="file",
+        )
+
+    def auth_from_token(
+        self, token: str, token_type: TokenType = "auth"
+    ) -> tuple[Collection, Record] | None:
         """The (collection, stored record) a valid token belongs to, else None.
 
         None for an empty, malformed, expired or wrongly signed token, a token
-        of a collection that is not (or no longer) an auth collection, or one
-        whose record is gone or has changed its ``tokenKey`` since.
+        of another ``token_type`` (``"file"``: a file token, ``file_token_for``),
+        a token of a collection that is not (or no longer) an auth collection,
+        or one whose record is gone or has changed its ``tokenKey`` since.
         """
         if not token:
             return None
-        claims = read_token_claims(token)
+        claims = read_token_claims(token, token_type)
         if claims is None:
             return None
         coll = self.schema.get(claims.collection_id)
@@ -458,12 +542,33 @@ class RecordStore:
         record = self.get_record(coll.name, claims.record_id)
         if record is None:
             return None
+        secret = self._secrets[coll.id]
         verified = verify_token(
             token,
             token_key=t.cast(str, record["tokenKey"]),
-            collection_secret=self._secrets[coll.id],
+            collection_secret=file_secret(secret) if token_type == "file" else secret,
+            token_type=token_type,
         )
         return None if verified is None else (coll, record)
+
+    def find_file(
+        self, collection: str, record_id: str, filename: str
+    ) -> tuple[Collection, Record, Field] | None:
+        """The (collection, stored record, file field) holding ``filename``, else None
+        (no such collection, record, or no file field of the record names it)."""
+        coll = self.schema.get(collection)
+        if coll is None or not record_id or not filename:
+            return None
+        record = self.get_record(coll.name, record_id)
+        if record is None:
+            return None
+        for f in coll.fields:
+            value = record.get(f.name)
+            if f.type == "file" and (
+                filename in value if isinstance(value, list) else filename == value
+            ):
+                return coll, record, f
+        return None
 
     def upsert_superuser(self, email: str, password: str) -> tuple[Record, bool]:
         """Create the superuser, or set its password; returns (record, created).

@@ -10,8 +10,8 @@ Rules:
    field order of the collection, so a row zips with ``coll.fields``.  ``id``
    is ``TEXT PRIMARY KEY``; every other column has the type the rules assume
    (``core.rules.column_type``) and is declared NOT NULL with the field's
-   empty value as DEFAULT, except json (NULL is a JSON value).
-2. Values in (``encode``): bool as 0/1, json and multi-valued relation/select
+   empty value as DEFAULT, except json (NULL is a JSON value); geoPoint's is ``{"lon":0,"lat":0}``.
+2. Values in (``encode``): bool as 0/1, json, geoPoint and multi-valued relation/select/file
    as the rules' ``json_text`` (compact JSON), everything else as is.  Values out (``decode``): text
    ``str``, number ``int`` when integral and exactly representable (below
    2**53) else ``float``, bool ``bool``, json any JSON value, multi-valued
@@ -97,10 +97,16 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return db
 
 
+#: A geoPoint's empty value (PocketBase's column default), encoded.
+GEO_POINT_EMPTY: t.Final = '{"lon":0,"lat":0}'
+
+
 def _constraints(f: Field) -> str:
     """NOT NULL and the DEFAULT (the field's empty value, encoded) of a non-id column."""
     if f.type in ("number", "bool"):
         return "NOT NULL DEFAULT 0"
+    if f.type == "geoPoint":
+        return f"NOT NULL DEFAULT '{GEO_POINT_EMPTY}'"
     if f.type == "json":
         return "DEFAULT NULL"
     if f.multiple:
@@ -133,6 +139,8 @@ def empty(f: Field) -> object:
         return False
     if f.type == "json":
         return None
+    if f.type == "geoPoint":
+        return {"lon": 0, "lat": 0}
     if f.multiple:
         return []
     return ""
@@ -144,6 +152,8 @@ def encode(f: Field, value: object) -> object:
         return 1 if value else 0
     if f.type == "json":
         return None if value is None else json_text(value)
+    if f.type == "geoPoint":
+        return json_text(value)
     if f.multiple:
         return json_text(list(t.cast(Sequence[str], value or [])))
     return value
@@ -162,6 +172,12 @@ def decode(f: Field, value: object) -> object:
         return bool(value)
     if f.type == "json":
         return None if value is None else json.loads(t.cast(str, value))
+    if f.type == "geoPoint":
+        try:
+            point = json.loads(t.cast(str, value or GEO_POINT_EMPTY))
+        except ValueError:
+            point = None
+        return point if isinstance(point, dict) else {"lon": 0, "lat": 0}
     if f.multiple:
         try:
             items = json.loads(t.cast(str, value or "[]"))

@@ -49,6 +49,9 @@ from realtime_flask.errors import ErrorData
 from realtime_flask.errors import ValidationFailed
 from realtime_flask.store.auth import Passwords
 from realtime_flask.store.auth import new_token_key
+from realtime_flask.store.files import Upload
+from realtime_flask.store.files import mime_matches
+from realtime_flask.store.files import safe_name
 from realtime_flask.store.sql import Record
 from realtime_flask.store.sql import empty
 
@@ -173,6 +176,18 @@ def validate_write(
             else:
                 values["id"] = raw_id
             continue
+        if f.type == "file":
+            outcome = _file_value(f, body, existing)
+            if outcome is None and not creating:
+                continue
+            value, problem = outcome or ("" if not f.multiple else [], None)
+            if problem is None:
+                problem = _check_files(f, value, existing)
+            if problem:
+                errors[f.name] = problem
+            else:
+                values[f.name] = value
+            continue
         if f.name in body:
             if coll.is_auth and f.name in ("email", "verified"):
                 if not creating and not ctx.superuser and body[f.name] != existing[f.name]:  # type: ignore[index]
@@ -264,10 +279,36 @@ def _validate_password(
         values["tokenKey"] = new_token_key()
 
 
+def _geo_point(value: object) -> tuple[object, ErrorData | None]:
+    """A geoPoint value ``{"lon", "lat"}`` (an object, or its JSON text in a form);
+    empty (None, ``""``) is ``{"lon": 0, "lat": 0}``, PocketBase's zero value."""
+    if value is None or value == "":
+        return {"lon": 0, "lat": 0}, None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    invalid = _err("validation_invalid_value", "Invalid value.")
+    if not isinstance(value, Mapping):
+        return None, invalid
+    point: dict[str, float | int] = {}
+    for key in ("lon", "lat"):
+        number = value.get(key, 0)
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            return None, invalid
+        if not math.isfinite(number):
+            return None, invalid
+        point[key] = number
+    return point, None
+
+
 def _coerce(f: Field, value: object) -> tuple[object, ErrorData | None]:
     """``value`` as field ``f`` holds it (rule 2), or (None, the error)."""
     invalid = _err("validation_invalid_value", "Invalid value.")
-    if f.type in ("text", "email", "url", "date", "autodate", "password"):
+    if f.type == "geoPoint":
+        return _geo_point(value)
+    if f.type in ("text", "editor", "email", "url", "date", "autodate", "password"):
         if value is None:
             return "", None
         if isinstance(value, bool):
@@ -337,6 +378,104 @@ def _coerce(f: Field, value: object) -> tuple[object, ErrorData | None]:
     return None, invalid
 
 
+def _file_items(value: object) -> list[object] | None:
+    """A file field's body value as a list of names and uploads; None if not one."""
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(i, str | Upload) for i in items):
+        return None
+    return [i for i in items if i != ""]
+
+
+def _file_name(item: object) -> str:
+    return item.name if isinstance(item, Upload) else t.cast(str, item)
+
+
+def _file_value(
+    f: Field, body: Mapping[str, object], existing: Record | None
+) -> tuple[object, ErrorData | None] | None:
+    """The files field ``f`` will hold: names (``str``) and new uploads (``Upload``).
+
+    PocketBase's setters, in its order: ``f`` replaces the stored list, ``+f``
+    prepends, ``f+`` appends, ``f-`` removes names.  Duplicates keep their first
+    place; a single file field keeps the last item.  None when the body names
+    none of the keys.
+    """
+    keys = (f.name, "+" + f.name, f.name + "+", f.name + "-")
+    if not any(k in body for k in keys):
+        return None
+    old = (existing or {}).get(f.name)
+    current = list(old) if isinstance(old, list) else ([old] if old else [])
+    for key in keys:
+        if key not in body:
+            continue
+        items = _file_items(body[key])
+        if items is None:
+            return None, _err("validation_invalid_value", "Invalid value.")
+        if key == f.name:
+            current = items
+        elif key.startswith("+"):
+            current = items + current
+        elif key.endswith("+"):
+            current = current + items
+        else:
+            gone = {_file_name(i) for i in items}
+            current = [i for i in current if _file_name(i) not in gone]
+    seen: set[str] = set()
+    unique = []
+    for item in current:
+        name = _file_name(item)
+        if name not in seen:
+            seen.add(name)
+            unique.append(item)
+    if f.multiple:
+        return unique, None
+    return (unique[-1] if unique else ""), None
+
+
+def _check_files(f: Field, value: object, existing: Record | None) -> ErrorData | None:
+    """PocketBase's file checks on the value the field will hold (first failure only)."""
+    items = value if isinstance(value, list) else ([value] if value else [])
+    if not items:
+        return REQUIRED if f.required else None
+    old = (existing or {}).get(f.name)
+    stored = set(old) if isinstance(old, list) else ({old} if old else set())
+    invalid = [i[:250] for i in items if isinstance(i, str) and i not in stored]
+    if invalid:
+        return _err(
+            "validation_invalid_file",
+            f"Invalid new files: [{' '.join(invalid)}].",
+            invalidFiles=invalid,
+        )
+    limit = f.max_select if f.multiple else 1
+    if len(items) > limit:
+        return _err(
+            "validation_too_many_files",
+            f"The maximum allowed files is {limit}",
+            maxSelect=limit,
+        )
+    for upload in items:
+        if not isinstance(upload, Upload):
+            continue
+        if not safe_name(upload.name):
+            return _err("validation_match_invalid", "must be in a valid format")
+        if upload.size > f.file_max_size:
+            return _err(
+                "validation_file_size_limit",
+                f"Failed to upload {upload.original_name[:300]} - the maximum allowed "
+                f"file size is {f.file_max_size} bytes.",
+                file=upload.original_name[:300],
+                maxSize=f.file_max_size,
+            )
+        if f.mime_types and not mime_matches(upload.mime, f.mime_types):
+            return _err(
+                "validation_invalid_mime_type",
+                f"{json.dumps(upload.name)} mime type must be one of: {', '.join(f.mime_types)}.",
+            )
+    return None
+
+
 def _check_text(f: Field, value: object) -> ErrorData | None:
     """Length (in code points) and pattern of a text value."""
     if not isinstance(value, str):
@@ -360,12 +499,25 @@ def _check_text(f: Field, value: object) -> ErrorData | None:
 
 def _check_constraints(f: Field, value: object) -> ErrorData | None:
     """The field's constraints on the value the record will hold (rule 3)."""
+    if f.type == "geoPoint":
+        point = t.cast(dict[str, float], value)
+        if point.get("lon", 0) == 0 and point.get("lat", 0) == 0:
+            return REQUIRED if f.required else None
+        if not -90 <= point["lat"] <= 90:
+            return _err(
+                "validation_invalid_latitude", "Latitude must be between -90 and 90 degrees."
+            )
+        if not -180 <= point["lon"] <= 180:
+            return _err(
+                "validation_invalid_longitude", "Longitude must be between -180 and 180 degrees."
+            )
+        return None
     blank = value in (None, "", 0, False, []) or value == {}
     if f.required and blank:
         return REQUIRED
     if blank:
         return None
-    if f.type == "text":
+    if f.type in ("text", "editor"):
         return _check_text(f, value)
     if f.type == "email" and not _EMAIL.match(t.cast(str, value)):
         return _err("validation_is_email", "Must be a valid email address.")

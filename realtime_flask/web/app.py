@@ -12,6 +12,7 @@ store's visibility and auth hooks.  The store never calls into the web layer.
 
 from __future__ import annotations
 
+import logging
 import typing as t
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ from realtime_flask.store.present import without_password
 from realtime_flask.store.records import RecordStore
 from realtime_flask.store.visibility import StoreVisibility
 from realtime_flask.web.api import http_error_response
+from realtime_flask.web.api.files import bp as files_bp
 from realtime_flask.web.api.publish import bp as publish_bp
 from realtime_flask.web.api.records import STORE_KEY
 from realtime_flask.web.api.records import bp as records_bp
@@ -47,6 +49,8 @@ from realtime_flask.web.proxies import trust_proxies
 from realtime_flask.web.state import get_state
 
 __all__ = ["create_app", "open_store"]
+
+logger = logging.getLogger(__name__)
 
 
 def _blocking_runner() -> Blocking | None:
@@ -64,6 +68,8 @@ def open_store(settings: Settings, *, on_event: t.Callable[[Event], object]) -> 
     the data folder cannot be made.
     """
     schema: Schema = load_schema_file(settings.schema) if settings.schema else default_schema()
+    if schema.unsupported:  # once per process: what the export has that is not honoured
+        logger.warning("schema: accepted but not supported: %s", "; ".join(schema.unsupported))
     if settings.data_dir == ":memory:":
         path = ":memory:"
     else:
@@ -146,6 +152,7 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
         raise
     app.extensions[STORE_KEY] = store
     app.register_blueprint(records_bp)
+    app.register_blueprint(files_bp)
     app.register_blueprint(publish_bp)
     app.register_error_handler(HTTPException, _app_http_error)
     trust_proxies(app, settings.trusted_proxies)  # init_app applied it: a no-op, kept explicit

@@ -338,7 +338,7 @@ class Lowering:
         source: Source | None,
         conds: tuple[Bool, ...],
     ) -> Lowered:
-        if f.type == "json":
+        if f.type in ("json", "geoPoint"):
             if modifier == "length":
                 return Lowered(JsonLength(value), source, False, conds)
             node: Value = JsonExtract(value, path)

@@ -76,7 +76,7 @@ class RuleResolveError(RuleError):
 
 
 _MODIFIERS = frozenset({"lower", "length", "each", "isset", "changed"})
-_MULTI_TYPES = frozenset({"select", "relation"})
+_MULTI_TYPES = frozenset({"select", "relation", "file"})
 _DATE_MACROS = frozenset(
     {
         "@now",
@@ -226,7 +226,7 @@ class Resolver:
     def check_modifier(self, f: CatalogField, modifier: str, name: str, *, hop: bool) -> None:
         if modifier in ("", "lower"):
             return
-        if modifier == "length" and (f.type in _MULTI_TYPES or f.type == "json"):
+        if modifier == "length" and (f.type in _MULTI_TYPES or f.type in ("json", "geoPoint")):
             return
         if modifier == "each" and f.type in _MULTI_TYPES and not hop:
             return
@@ -262,7 +262,7 @@ class Resolver:
             self.check_modifier(f, modifier, name, hop=False)
             return FieldRef(f, modifier, (), self.is_email(coll, f))
         f = self.field(coll, segments[0], name)
-        if f.type == "json":
+        if f.type in ("json", "geoPoint"):
             path, modifier = self.json_path(segments[1:], name)
             return FieldRef(f, modifier, path, False)
         if f.type != "relation":
@@ -278,7 +278,7 @@ class Resolver:
             tpath: tuple[str, ...] = ()
         else:
             tf = self.field(target, rest[0], name)
-            if tf.type != "json":
+            if tf.type not in ("json", "geoPoint"):
                 raise RuleResolveError(
                     f"unknown relation path {name!r} (only one relation hop is supported)"
                 )

@@ -240,7 +240,7 @@ def field_conv(f: CatalogField) -> tuple[Conv, int]:
         return _conv_real, AFF_NUMERIC
     if f.type == "bool":
         return conv_int, AFF_NUMERIC
-    if f.type == "json":
+    if f.type in ("json", "geoPoint"):
         return _conv_json, AFF_TEXT
     if f.multiple:
         return _conv_multi, AFF_TEXT

@@ -10,6 +10,10 @@ Routes (``{c}`` is a collection name or id)::
     POST   /api/collections/{c}/auth-with-password   {identity, password} -> {token, record}
     POST   /api/collections/{c}/auth-refresh         Authorization -> {token, record}
 
+Create and update take JSON, a urlencoded form or a multipart form; a multipart
+form's files go to the collection's file fields (``f``, ``+f``, ``f+``; ``f-``
+names files to remove), see docs/files.md.
+
 ``fields`` and ``expand`` work on every route that returns records.  Statuses
 and bodies follow PROTOCOL-REST.md §6; the mapping of store errors to HTTP
 happens only here.  Every response carries PocketBase's security headers and,
@@ -42,6 +46,7 @@ from realtime_flask.errors import RealtimeError
 from realtime_flask.errors import Unauthorized
 from realtime_flask.errors import UnsupportedContentType
 from realtime_flask.store.auth import token_from_header
+from realtime_flask.store.files import Upload
 from realtime_flask.store.records import RecordStore
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
@@ -123,9 +128,40 @@ def request_context(body: t.Mapping[str, object] | None = None) -> RequestContex
 JSON_PAYLOAD_KEY = "@jsonPayload"
 
 
-def _read_body() -> dict[str, object]:
+def _file_limit(coll: Collection | None) -> int:
+    """Extra body bytes a multipart write to ``coll`` may carry: every file field's
+    ``maxSize`` x ``maxSelect`` (PocketBase sizes its body limit the same way)."""
+    if coll is None:
+        return 0
+    return sum(f.file_max_size * f.max_select for f in coll.fields if f.type == "file")
+
+
+def _uploads(coll: Collection | None) -> dict[str, list[Upload]]:
+    """The multipart files of ``coll``'s file fields, under ``f``, ``+f`` or ``f+``, as
+    ``Upload`` lists; files under other keys are ignored, as PocketBase does."""
+    out: dict[str, list[Upload]] = {}
+    if coll is None or not request.files:
+        return out
+    for f in coll.fields:
+        if f.type != "file":
+            continue
+        for key in (f.name, "+" + f.name, f.name + "+"):
+            parts = [p for p in request.files.getlist(key) if p.filename is not None]
+            if parts:
+                out[key] = [Upload.from_stream(p.filename or "", p.stream) for p in parts]
+    return out
+
+
+def _read_body(coll: Collection | None = None) -> dict[str, object]:
+    """The request body as PocketBase binds it: JSON, a urlencoded form or a multipart
+    form (its files, for ``coll``'s file fields, as ``store.files.Upload`` lists;
+    plain values under the same key come first, as PocketBase merges them)."""
     limit_body()
     mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        extra = _file_limit(coll)
+        if extra and request.max_content_length is not None:
+            request.max_content_length += extra
     if not request.content_length and "Transfer-Encoding" not in request.headers:
         return {}  # PocketBase binds nothing from an empty body, whatever its type
     if request.is_json:
@@ -140,10 +176,29 @@ def _read_body() -> dict[str, object]:
             out[key] = values[0] if len(values) == 1 else values
         for payload in request.form.getlist(JSON_PAYLOAD_KEY):
             out.update(json_object(payload))
+        for key, uploads in _uploads(coll).items():
+            plain = out.get(key)
+            if key == key.strip("+") and plain not in (None, ""):
+                out[key] = [*(plain if isinstance(plain, list) else [plain]), *uploads]
+            else:
+                out[key] = uploads
         return out
     if not mimetype:
         return {}  # PocketBase ignores a body without a content type
     raise UnsupportedContentType()
+
+
+def _rule_body(body: dict[str, object]) -> dict[str, object]:
+    """``body`` as the rules see it (``@request.body.*``): an upload by its stored name."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, Upload):
+            return value.name
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(v) for k, v in body.items()}
 
 
 def _int_param(name: str, default: int) -> int:
@@ -222,8 +277,8 @@ def list_records(collection: str) -> Response:
 def create_record(collection: str) -> Response:
     store = writable_store()
     coll = _collection(store, collection)
-    body = _read_body()
-    ctx = request_context(body)
+    body = _read_body(coll)
+    ctx = request_context(_rule_body(body))
     record = store.create(coll.name, body, ctx)
     return jsonify(present(store, coll, record, ctx))
 
@@ -240,8 +295,8 @@ def view_record(collection: str, record_id: str) -> Response:
 def update_record(collection: str, record_id: str) -> Response:
     store = writable_store()
     coll = _collection(store, collection)
-    body = _read_body()
-    ctx = request_context(body)
+    body = _read_body(coll)
+    ctx = request_context(_rule_body(body))
     record = store.update(coll.name, record_id, body, ctx)
     return jsonify(present(store, coll, record, ctx))
 

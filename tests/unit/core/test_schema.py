@@ -258,9 +258,9 @@ class TestInvalid:
 
     def test_unknown_field_type(self) -> None:
         raw = [users(), posts()]
-        raw[1]["fields"].append({"name": "cover", "type": "file"})
+        raw[1]["fields"].append({"name": "cover", "type": "vector"})
         message = fail(raw)
-        assert message.startswith("collection 'posts', field 'cover': unknown type 'file'")
+        assert message.startswith("collection 'posts', field 'cover': unknown type 'vector'")
 
     def test_missing_field_type(self) -> None:
         assert fail([{"name": "a", "fields": [{"name": "x"}]}]).startswith(
@@ -331,7 +331,10 @@ class TestInvalid:
             ([5], "collection #0: must be an object"),
             ([{"name": ""}], "collection #0: invalid name ''"),
             ([{"name": "a b"}], "collection #0: invalid name 'a b'"),
-            ([{"name": "a", "type": "view"}], "collection 'a': type must be 'base' or 'auth'"),
+            (
+                [{"name": "a", "type": "collection"}],
+                "collection 'a': type must be 'base', 'auth' or 'view'",
+            ),
             ([{"name": "a", "fields": {}}], "collection 'a': 'fields' must be a list"),
             ([{"name": "a", "fields": [5]}], "collection 'a', field #0: must be an object"),
             (

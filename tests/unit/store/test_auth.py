@@ -50,7 +50,7 @@ def token(duration: int = 3600, now: float = NOW, **kwargs: t.Any) -> str:
 
 
 def verify(value: str, now: float = NOW, **kwargs: str) -> TokenClaims | None:
-    args = {"token_key": TOKEN_KEY, "collection_secret": SECRET, **kwargs}
+    args: dict[str, t.Any] = {"token_key": TOKEN_KEY, "collection_secret": SECRET, **kwargs}
     return verify_token(value, now=now, **args)
 
 
