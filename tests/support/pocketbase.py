@@ -27,7 +27,8 @@ from bench.servers import http_json
 __all__ = ["EVERY_FIELD_COLLECTIONS", "find_pocketbase", "pocketbase_export"]
 
 #: Collections using every field type PocketBase 0.40 has (``users`` adds password,
-#: email, autodate and its ``avatar`` file field).  ``docs`` relates to ``users``.
+#: email, autodate and its ``avatar`` file field).  ``docs`` relates to ``users``; ``vault``
+#: has a protected file field behind a viewRule that needs an auth record.
 EVERY_FIELD_COLLECTIONS: t.Final[list[dict[str, t.Any]]] = [
     {
         "name": "docs",
@@ -67,6 +68,17 @@ EVERY_FIELD_COLLECTIONS: t.Final[list[dict[str, t.Any]]] = [
             {"name": "place", "type": "geoPoint"},
             {"name": "created", "type": "autodate", "onCreate": True, "onUpdate": False},
             {"name": "updated", "type": "autodate", "onCreate": True, "onUpdate": True},
+        ],
+    },
+    {
+        "name": "vault",
+        "type": "base",
+        "listRule": '@request.auth.id != ""',
+        "viewRule": '@request.auth.id != ""',
+        "createRule": '@request.auth.id != ""',
+        "fields": [
+            {"name": "title", "type": "text"},
+            {"name": "secret", "type": "file", "maxSelect": 1, "protected": True},
         ],
     },
     {
