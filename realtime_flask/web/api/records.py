@@ -152,6 +152,28 @@ def _uploads(coll: Collection | None) -> dict[str, list[Upload]]:
     return out
 
 
+def _close_abandoned_parts() -> None:
+    """Parse the multipart form now, closing the temporary file of a part the parser
+    dropped (a body cut inside a file part): werkzeug leaves those to the garbage
+    collector; the parts it kept are closed by Flask when the request ends."""
+    opened: list[t.IO[bytes]] = []
+    factory = request._get_file_stream  # werkzeug's documented override point
+
+    def tracked(*args: t.Any, **kwargs: t.Any) -> t.IO[bytes]:
+        stream = factory(*args, **kwargs)
+        opened.append(stream)
+        return stream
+
+    request._get_file_stream = tracked  # type: ignore[method-assign]
+    try:
+        kept = {id(part.stream) for _key, part in request.files.items(multi=True)}
+    finally:
+        request._get_file_stream = factory  # type: ignore[method-assign]
+    for stream in opened:
+        if id(stream) not in kept:
+            stream.close()
+
+
 def _read_body(coll: Collection | None = None) -> dict[str, object]:
     """The request body as PocketBase binds it: JSON, a urlencoded form or a multipart
     form (its files, for ``coll``'s file fields, as ``store.files.Upload`` lists;
@@ -162,6 +184,7 @@ def _read_body(coll: Collection | None = None) -> dict[str, object]:
         extra = _file_limit(coll)
         if extra and request.max_content_length is not None:
             request.max_content_length += extra
+        _close_abandoned_parts()
     if not request.content_length and "Transfer-Encoding" not in request.headers:
         return {}  # PocketBase binds nothing from an empty body, whatever its type
     if request.is_json:

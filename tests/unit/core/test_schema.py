@@ -18,6 +18,7 @@ from realtime_flask.core.schema import collection_id_for
 from realtime_flask.core.schema import default_schema
 from realtime_flask.core.schema import load_schema_file
 from realtime_flask.errors import ConfigError
+from realtime_flask.errors import ValidationFailed
 from realtime_flask.store.auth import Passwords
 from realtime_flask.store.records import RecordStore
 from realtime_flask.web.app import create_app
@@ -405,3 +406,90 @@ class TestInvalid:
             create_app(config)
         with pytest.raises(ConfigError, match="cannot read schema file"):
             create_app({**config, "REALTIME_SCHEMA": str(tmp_path / "nope.json")})
+
+
+class TestPocketBaseExportOptions:
+    """Every field type and collection option of a PocketBase 0.40 export is accepted;
+    what is not honoured is listed in ``Schema.unsupported`` (logged once at start-up)."""
+
+    def export(self) -> list[dict[str, t.Any]]:
+        auth = {
+            **users(),
+            "authRule": "verified = true",
+            "manageRule": None,
+            "oauth2": {"enabled": True, "providers": []},
+            "otp": {"enabled": False, "duration": 180},
+            "mfa": {"enabled": True, "duration": 600},
+            "authAlert": {"enabled": False},
+            "passwordAuth": {"enabled": True, "identityFields": ["email", "username"]},
+            "fileToken": {"duration": 60},
+            "verificationTemplate": {"subject": "s", "body": "b"},
+        }
+        auth["fields"] = [
+            *auth["fields"],
+            {"name": "avatar", "type": "file", "maxSelect": 1, "mimeTypes": ["image/png"]},
+        ]
+        things = {
+            "name": "things",
+            "type": "base",
+            "indexes": ["CREATE UNIQUE INDEX `idx_x` ON `things` (`code`)"],
+            "fields": [
+                {"name": "code", "type": "text", "autogeneratePattern": "[a-z]{5}"},
+                {"name": "body", "type": "editor", "maxSize": 0, "convertURLs": False},
+                {"name": "when", "type": "date", "min": "", "max": ""},
+                {"name": "place", "type": "geoPoint"},
+                {"name": "link", "type": "url", "onlyDomains": ["example.com"]},
+                {
+                    "name": "pics",
+                    "type": "file",
+                    "maxSelect": 4,
+                    "maxSize": 100,
+                    "mimeTypes": [],
+                    "thumbs": ["10x10"],
+                    "protected": True,
+                },
+                {"name": "view", "type": "relation", "collectionId": "pbc_view", "maxSelect": 1},
+            ],
+            "listRule": 'pics:length > 0 && place.lon > 1 && body != ""',
+        }
+        view = {"id": "pbc_view", "name": "things_view", "type": "view", "viewQuery": "SELECT 1"}
+        return [auth, things, view, posts()]
+
+    def test_everything_loads_and_the_unhonoured_is_listed(self) -> None:
+        schema = Schema.from_json(self.export())
+        assert schema.get("things_view") is None and schema.get("pbc_view") is None
+        things = schema.get("things")
+        assert things is not None and things.field("view") is None
+        pics = things.field("pics")
+        assert pics is not None and pics.multiple and pics.protected
+        assert (pics.max_size, pics.max_select, pics.thumbs) == (100, 4, ("10x10",))
+        users_ = schema.get("users")
+        assert users_ is not None and users_.file_token_duration == 60
+        avatar = users_.field("avatar")
+        assert avatar is not None and not avatar.multiple and avatar.file_max_size == 5 << 20
+        listed = dict(line.split(": ", 1) for line in schema.unsupported)
+        assert set(listed) == {"users", "things", "things_view"}
+        for option in ("oauth2", "mfa", "authRule", "passwordAuth", "email templates"):
+            assert option in listed["users"]
+        assert "otp" not in listed["users"] and "authAlert" not in listed["users"]
+        for option in ("indexes", "code.autogeneratePattern", "link.onlyDomains", "pics.thumbs"):
+            assert option in listed["things"]
+        assert "view (relation to a view)" in listed["things"]
+        assert listed["things_view"] == "view collection (left out)"
+
+    def test_new_field_types_store_and_validate(self) -> None:
+        store = RecordStore(Schema.from_json(self.export()), passwords=Passwords(n=2))
+        su = RequestContext(auth=None, superuser=True)
+        try:
+            created = store.create(
+                "things", {"body": "<p>x</p>", "place": {"lon": 10.5, "lat": -3}}, su
+            )
+            assert created["place"] == {"lon": 10.5, "lat": -3}
+            assert created["pics"] == [] and created["body"] == "<p>x</p>"
+            empty = store.create("things", {}, su)
+            assert empty["place"] == {"lon": 0, "lat": 0}
+            with pytest.raises(ValidationFailed) as info:
+                store.create("things", {"place": {"lon": 0, "lat": 91}}, su)
+            assert info.value.data["place"]["code"] == "validation_invalid_latitude"
+        finally:
+            store.close()
