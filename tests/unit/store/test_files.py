@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
 import pytest
 
+from realtime_flask import runtime
 from realtime_flask.store.files import FileStorage
 from realtime_flask.store.files import Upload
 from realtime_flask.store.files import mime_matches
@@ -91,3 +93,60 @@ def test_a_temporary_root_is_removed_on_close() -> None:
     assert root.is_dir()
     storage.close()
     assert not root.exists()
+
+
+class _PipeStream:
+    """A stream whose ``read`` blocks the calling OS thread in ``os.read`` on a pipe
+    until the test writes: run on the hub, it would stop every greenlet."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.ended = False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Bytes written to the pipe; a trailing NUL ends the stream."""
+        if self.ended:
+            return b""
+        data = os.read(self.fd, 65536)
+        if data.endswith(b"\0"):
+            self.ended, data = True, data[:-1]
+        return data
+
+
+@pytest.mark.skipif(
+    not runtime.gevent_active(),
+    reason="about the gevent hub: runs in tests/unit/test_under_gevent.py's patched session",
+)
+def test_copying_an_upload_runs_off_the_hub(tmp_path: Path) -> None:
+    import gevent
+    from gevent import monkey
+
+    real_thread = monkey.get_original("threading", "Thread")
+    real_event = monkey.get_original("threading", "Event")()
+    read_end, write_end = os.pipe()
+    released = real_event
+    watchdog_fired: list[bool] = []
+
+    def watchdog() -> None:  # frees a blocked hub after 20 s, so a failure cannot hang
+        if not released.wait(20):
+            watchdog_fired.append(True)
+            os.write(write_end, b"late\0")
+
+    real_thread(target=watchdog, daemon=True).start()
+    storage = FileStorage(tmp_path)
+    upload = Upload("slow.txt", "slow_abcdefghij.txt", 4, "text/plain", _PipeStream(read_end))  # type: ignore[arg-type]
+    saving = gevent.spawn(storage.save, "pbc_1", "rec123456789012", [upload])
+    ticks = 0
+    for _ in range(20):  # other greenlets run while the copy waits for its bytes
+        gevent.sleep(0.001)
+        ticks += 1
+    assert not saving.ready() and ticks == 20 and not watchdog_fired
+    released.set()
+    os.write(write_end, b"data\0")
+    saving.get(timeout=20)
+    os.close(read_end)
+    os.close(write_end)
+    assert (tmp_path / "pbc_1" / "rec123456789012" / upload.name).read_bytes() == b"data"
