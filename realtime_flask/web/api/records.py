@@ -146,7 +146,9 @@ def _uploads(coll: Collection | None) -> dict[str, list[Upload]]:
         if f.type != "file":
             continue
         for key in (f.name, "+" + f.name, f.name + "+"):
-            parts = [p for p in request.files.getlist(key) if p.filename is not None]
+            # A part without a file name is a plain value to Go's form reader (an
+            # empty <input type=file>): not an upload.
+            parts = [p for p in request.files.getlist(key) if p.filename]
             if parts:
                 out[key] = [Upload.from_stream(p.filename or "", p.stream) for p in parts]
     return out

@@ -86,6 +86,35 @@ SCHEMA: t.Final[list[Json]] = [
         "deleteRule": "owner = @request.auth.id",
     },
     {
+        "name": "folders",
+        "type": "base",
+        "fields": [{"name": "title", "type": "text"}],
+        "listRule": "",
+        "viewRule": "",
+        "createRule": "",
+        "updateRule": "",
+        "deleteRule": "",
+    },
+    {
+        "name": "pages",
+        "type": "base",
+        "fields": [
+            {"name": "scan", "type": "file", "maxSelect": 1},
+            {
+                "name": "folder",
+                "type": "relation",
+                "collectionId": "folders",
+                "maxSelect": 1,
+                "cascadeDelete": True,
+            },
+        ],
+        "listRule": "",
+        "viewRule": "",
+        "createRule": "",
+        "updateRule": "",
+        "deleteRule": "",
+    },
+    {
         "name": "needy",
         "type": "base",
         "fields": [{"name": "doc", "type": "file", "required": True}],
@@ -320,6 +349,27 @@ def test_deleting_a_record_removes_its_files_after_the_commit(files: Files) -> N
     assert ok(files.client.get(f"/api/files/docs/{record['id']}/{record['many'][0]}"), 404) == (
         NOT_FOUND
     )
+
+
+def test_a_cascade_delete_removes_the_childrens_files(files: Files) -> None:
+    folder = ok(files.client.post("/api/collections/folders/records", json={"title": "f"}))
+    page = ok(
+        files.post(
+            "/api/collections/pages/records",
+            {"folder": folder["id"], "scan": upload(PNG, "scan.png")},
+        )
+    )
+    pages_id = files.store.collection("pages").id
+    assert files.on_disk(pages_id, page["id"]) == {page["scan"]}
+    assert (
+        files.client.delete(f"/api/collections/folders/records/{folder['id']}").status_code == 204
+    )
+    assert not (files.data_dir / "storage" / pages_id / page["id"]).exists()
+
+
+def test_an_empty_file_input_is_not_an_upload(files: Files) -> None:
+    record = ok(files.post(DOCS, {"title": "t", "one": (io.BytesIO(b""), "")}))
+    assert record["one"] == ""
 
 
 def test_a_refused_delete_keeps_the_files(files: Files) -> None:
