@@ -13,7 +13,9 @@ Flask, werkzeug, gevent, redis or ``cluster`` import here).
 - ``validate``: a write's body checked and coerced into column values;
 - ``present``: records as the API shows them (hidden fields, ``expand``,
   ``fields``);
-- ``auth``: tokens and password hashes;
+- ``auth``: tokens (auth and file tokens) and password hashes;
+- ``files``: record files on disk (PocketBase's names and layout), every disk
+  operation off the gevent hub;
 - ``visibility``: the realtime ``Visibility`` applying the same rules and
   presentation to each subscriber;
 - ``connections``: statements off the gevent hub, readers and one writer

@@ -27,6 +27,10 @@ Rules:
    through ``Passwords.run_blocking``.
 5. Another process's write lock is waited for by SQLite on a pool thread,
    never on the hub; past ``write_timeout`` a write fails with StoreBusy (503).
+6. Files (``store.files``): a write's uploads are stored before its
+   transaction and removed when the transaction fails; files the committed
+   row no longer names (compared with the row read inside the transaction),
+   and the folders of deleted records, are deleted after the commit.
 """
 
 from __future__ import annotations
