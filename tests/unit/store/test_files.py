@@ -143,6 +143,8 @@ def test_copying_an_upload_runs_off_the_hub(tmp_path: Path) -> None:
     for _ in range(20):  # other greenlets run while the copy waits for its bytes
         gevent.sleep(0.001)
         ticks += 1
+    if saving.ready():
+        saving.get()  # raises what the copy raised
     assert not saving.ready() and ticks == 20 and not watchdog_fired
     released.set()
     os.write(write_end, b"data\0")
