@@ -1,0 +1,155 @@
+"""Custom topics end to end (issue #11): the official SDK in Node subscribes to
+``chat-room-1`` on a ``gunicorn -k gevent -w 4`` server sharing a private Redis,
+and gets exactly the messages ``POST /api/realtime/publish`` sent on a
+connection pinned to another worker than the one holding the SDK's stream.
+
+Which worker holds the stream comes from the router's registry (client id ->
+node id, whose PID is checked against the gunicorn master's children); which
+worker takes the publish, from the pinned keep-alive connection's
+``/api/health`` (see tests/e2e/test_redis_cluster.py).  The Node script and
+this test talk over one loopback TCP connection: Node sends its client id, the
+test publishes and answers with what it sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import typing as t
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.test_redis_cluster import KEEP_ALIVE_ARGS
+from tests.e2e.test_redis_cluster import WORKERS
+from tests.e2e.test_redis_cluster import Registry
+from tests.e2e.test_redis_cluster import child_pids
+from tests.e2e.test_redis_cluster import close_all
+from tests.e2e.test_redis_cluster import node_pid
+from tests.e2e.test_redis_cluster import pin_workers
+from tests.support.env import IN_CI
+from tests.support.js import JS
+from tests.support.js import ROOT
+from tests.support.js import node_missing
+from tests.support.redis_server import RedisServer
+from tests.support.redis_server import require_redis_server
+from tests.support.servers import GunicornServer
+from tests.support.servers import wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.e2e]
+
+#: What the SDK's callback must get, in this order: a nested object (non-ASCII
+#: text, numbers, null, booleans, a list) and a bare JSON string.
+DATA: t.Final = {
+    "from": "alice",
+    "text": "h\u00e9llo \U0001f600 \u2028",
+    "n": [1, 2.5, -3, None, True, False],
+    "meta": {"room": "chat-room-1", "empty": {}},
+}
+DONE: t.Final = "done"
+NODE_TIMEOUT: t.Final = 120.0
+
+
+@pytest.fixture
+def cluster() -> Iterator[tuple[GunicornServer, Registry]]:
+    missing = node_missing()
+    if missing:
+        if IN_CI:
+            pytest.fail(f"CI=true but {missing}")
+        pytest.skip(missing)
+    with RedisServer(require_redis_server()) as redis_server:
+        env = {"REALTIME_REDIS_URL": redis_server.url}
+        with GunicornServer(workers=WORKERS, env=env, extra_args=KEEP_ALIVE_ARGS) as server:
+            registry = Registry(redis_server.url)
+            try:
+                registry.wait_for_nodes(WORKERS)
+                yield server, registry
+                assert "Traceback" not in server.log_text(), server.log_tail()
+            finally:
+                registry.close()
+
+
+def read_line(conn: socket.socket, limit: int = 65536) -> bytes:
+    """One ``\\n``-terminated line from ``conn`` (bounded in size; the socket has a timeout)."""
+    data = b""
+    while b"\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise AssertionError(f"control connection closed after {data!r}")
+        data += chunk
+        assert len(data) < limit, "control line too long"
+    return data.partition(b"\n")[0]
+
+
+def accept_or_exit(listener: socket.socket, node: subprocess.Popen[str]) -> socket.socket:
+    """The Node script's control connection; fails at once if Node exits first."""
+    deadline = time.monotonic() + NODE_TIMEOUT
+    listener.settimeout(0.5)
+    for _ in range(int(NODE_TIMEOUT / 0.5) + 1):
+        try:
+            conn, _ = listener.accept()
+            return conn
+        except TimeoutError:
+            if node.poll() is not None or time.monotonic() > deadline:
+                break
+    out, err = node.communicate(timeout=30)
+    raise AssertionError(f"node never asked (exit {node.returncode}):\n{out[-6000:]}{err[-3000:]}")
+
+
+@pytest.mark.timeout(240)
+def test_the_sdk_gets_a_custom_message_sent_on_another_worker(
+    cluster: tuple[GunicornServer, Registry],
+) -> None:
+    server, registry = cluster
+    nodes = registry.live_nodes()
+    assert {node_pid(n) for n in nodes} == child_pids(server.pid)  # four workers, one master
+    pinned = pin_workers(server, nodes)
+    listener = socket.create_server(("127.0.0.1", 0))
+    env = {
+        **os.environ,
+        "BASE_URL": f"http://{server.host}:{server.port}",
+        "CONTROL_PORT": str(listener.getsockname()[1]),
+    }
+    node = subprocess.Popen(
+        ["node", "--test", "--test-reporter=spec", str(JS / "topics.test.mjs")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with accept_or_exit(listener, node) as conn:
+            conn.settimeout(30)
+            client_id = json.loads(read_line(conn))["clientId"]
+            wait_until(lambda: registry.owner(client_id) is not None, timeout=10)
+            stream_node = registry.owner(client_id)
+            assert stream_node is not None and stream_node in nodes
+            send_node = sorted(nodes - {stream_node})[0]
+            assert node_pid(send_node) != node_pid(stream_node)
+            sender = pinned[send_node]
+            secret = {"Authorization": f"Bearer {server.secret}"}
+            for topic, data in (("chat-room-2", {"wrong": True}), ("chat-room-1", DATA)):
+                body = {"topic": topic, "data": data}
+                status, answer = sender.request("POST", "/api/realtime/publish", body, secret)
+                assert status == 200, answer
+            status, answer = sender.request(
+                "POST", "/api/realtime/publish", {"topic": "chat-room-1", "data": DONE}, secret
+            )
+            assert status == 200, answer
+            # the publishing connection is still on that worker (not reconnected elsewhere)
+            assert sender.request("GET", "/api/health")[1]["data"]["realtime"]["node"] == send_node
+            reply = {"sent": [DATA, DONE], "streamNode": stream_node, "sendNode": send_node}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        out, err = node.communicate(timeout=NODE_TIMEOUT)
+        assert node.returncode == 0, out[-6000:] + err[-3000:] + server.log_tail()
+        assert "pass 1" in out and "fail 0" in out, out
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.communicate(timeout=30)
+        listener.close()
+        close_all(pinned)
