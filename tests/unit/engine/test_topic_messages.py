@@ -112,6 +112,16 @@ def test_any_json_value_is_one_data_line(hub: Hub, data: object) -> None:
     assert json.loads(frame.data) == data
 
 
+def test_the_one_by_one_handler_delivers_messages_too(hub: Hub) -> None:
+    """``deliver`` is the handler for brokers without ``subscribe_many``."""
+    client = hub.connect("room")
+    result = hub.state.deliver(TopicMessage("room", {"n": 1}).with_id("9"))
+    assert (result.frames, result.clients) == (1, 1)
+    [frame] = hub.read(client)
+    assert (frame.id, json.loads(frame.data)) == (f"{client.id}.9", {"n": 1})
+    assert hub.state.last_delivered == "9"
+
+
 def test_messages_and_record_events_share_one_ordered_log(hub: Hub) -> None:
     client = hub.connect("posts/*", "posts")
     hub.publish("posts", "create", {"id": "p1"})
