@@ -406,12 +406,13 @@ class RealtimeManager:
         Only clients in the topic index for the event's collection (name or id)
         are looked at; for a custom message (``TopicMessage``), those under its
         topic's first segment, of which only subscriptions whose ``path`` is
-        the message's topic match.  ``view`` (see ``realtime_flask.engine.access``) decides per
-        (auth, subscription) whether a frame goes out and with which ``data:``
-        bytes; without one every subscriber gets the event as published.  One
-        pass per event: subscribers that share an auth and a topic share one
-        check and one encoded frame body; only the client's ``id:`` line is
-        per client.  A check that raises costs only that subscriber its frame.
+        the message's topic match.  ``view`` (see
+        ``realtime_flask.engine.access``) decides per (auth, subscription)
+        whether a frame goes out and with which ``data:`` bytes; without one
+        every subscriber gets the event as published.  One pass per event:
+        subscribers that share an auth and a topic share one check and one
+        encoded frame body; only the client's ``id:`` line is per client.  A
+        check that raises costs only that subscriber its frame.
         """
         return self.dispatch_many([(event, view)])
 
@@ -708,15 +709,17 @@ class _EventBodies:
 
     def __init__(self, event: Published, view: EventView | None) -> None:
         self._view = view
+        self._shared: bytes | None = None
         if isinstance(event, TopicMessage):
             self._record_id: str | None = None
             self._topic: str | None = event.topic
-            shared = sse.format_field("data", event.data_json)
+            if view is None:
+                self._shared = sse.format_field("data", event.data_json)
         else:
             self._record_id = event.record_id
             self._topic = None
-            shared = sse.format_data(event.payload()) if view is None else b""
-        self._shared = shared if view is None else None
+            if view is None:
+                self._shared = sse.format_data(event.payload())
         self._cache: dict[str | tuple[int, str], bytes | None] = {}
 
     def bodies_for(

@@ -1,7 +1,9 @@
 """Custom topics end to end (issue #11): the official SDK in Node subscribes to
 ``chat-room-1`` on a ``gunicorn -k gevent -w 4`` server sharing a private Redis,
 and gets exactly the messages ``POST /api/realtime/publish`` sent on a
-connection pinned to another worker than the one holding the SDK's stream.
+connection pinned to another worker than the one holding the SDK's stream;
+a second listener, subscribed with options (``chat-room-1?options=...``), gets
+them too.
 
 Which worker holds the stream comes from the router's registry (client id ->
 node id, whose PID is checked against the gunicorn master's children); which

@@ -55,17 +55,27 @@ test("a custom topic gets exactly what another worker sent", async () => {
   const pb = new PocketBase(BASE_URL);
   pb.autoCancellation(false);
   const received = [];
+  const withOptions = [];
   const unsubscribe = await pb.realtime.subscribe("chat-room-1", (data) => received.push(data));
+  // the SDK names this one "chat-room-1?options=...": it is reached all the same
+  const unsubscribeOptions = await pb.realtime.subscribe(
+    "chat-room-1",
+    (data) => withOptions.push(data),
+    { headers: { "X-Room": "1" }, note: "any" },
+  );
   try {
     assert.ok(pb.realtime.isConnected);
     const clientId = pb.realtime.clientId;
     assert.match(clientId, /^[A-Za-z0-9]{40}$/);
     const answer = await ask({ clientId }, 60000);
     assert.notEqual(answer.streamNode, answer.sendNode);
-    await until(() => received.length >= answer.sent.length, 10000, "the messages");
+    const enough = () => Math.min(received.length, withOptions.length) >= answer.sent.length;
+    await until(enough, 10000, "the messages");
     // the message to chat-room-2 never arrived, each of the others once, in order
     assert.deepEqual(received, answer.sent);
+    assert.deepEqual(withOptions, answer.sent);
   } finally {
+    await unsubscribeOptions();
     await unsubscribe();
     pb.realtime.unsubscribe();
   }
