@@ -8,6 +8,9 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.events import TopicMessage
@@ -101,6 +104,25 @@ def test_a_topic_with_slashes_matches_exactly_not_as_a_record_topic(hub: Hub) ->
     [frame] = hub.read(exact)
     assert (frame.event, frame.data) == ("orders/42", '"shipped"')  # a JSON string
     assert hub.read(wildcard) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    topics=st.lists(st.text(alphabet="ab/*?=x", min_size=1, max_size=6), max_size=8),
+    topic=st.text(alphabet="ab/*x", min_size=1, max_size=4),
+)
+def test_frames_go_to_exactly_the_subscriptions_whose_path_is_the_topic(
+    topics: list[str], topic: str
+) -> None:
+    hub = Hub()
+    try:
+        client = hub.connect(*topics)
+        hub.state.publish(TopicMessage(topic, 1))
+        unique = list(dict.fromkeys(topics))
+        expected = [raw for raw in unique if raw.partition("?")[0] == topic]
+        assert [f.event for f in hub.read(client)] == expected
+    finally:
+        hub.state.shutdown()
 
 
 @pytest.mark.parametrize("data", [None, False, 0, "", [], {}, [1, {"a": None}], "multi\nline"])
