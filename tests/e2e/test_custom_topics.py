@@ -15,6 +15,7 @@ test publishes and answers with what it sent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -25,8 +26,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from realtime_flask.testing import HTTPEventStream
+from realtime_flask.testing import post_subscriptions
 from tests.e2e.test_redis_cluster import KEEP_ALIVE_ARGS
 from tests.e2e.test_redis_cluster import WORKERS
+from tests.e2e.test_redis_cluster import Pinned
 from tests.e2e.test_redis_cluster import Registry
 from tests.e2e.test_redis_cluster import child_pids
 from tests.e2e.test_redis_cluster import close_all
@@ -55,8 +59,19 @@ DONE: t.Final = "done"
 NODE_TIMEOUT: t.Final = 120.0
 
 
-@pytest.fixture
-def cluster() -> Iterator[tuple[GunicornServer, Registry]]:
+class ExtensionServer(GunicornServer):
+    """``gunicorn -k gevent`` serving tests/support/topics_app.py (an app's own
+    ``Realtime(app)`` whose route calls ``realtime.send``) instead of ``wsgi:app``."""
+
+    def command(self) -> list[str]:
+        return [*super().command()[:-1], "tests.support.topics_app:app"]
+
+
+Cluster: t.TypeAlias = "tuple[GunicornServer, Registry]"
+
+
+@contextlib.contextmanager
+def four_workers(server_class: type[GunicornServer]) -> Iterator[Cluster]:
     missing = node_missing()
     if missing:
         if IN_CI:
@@ -64,10 +79,12 @@ def cluster() -> Iterator[tuple[GunicornServer, Registry]]:
         pytest.skip(missing)
     with RedisServer(require_redis_server()) as redis_server:
         env = {"REALTIME_REDIS_URL": redis_server.url}
-        with GunicornServer(workers=WORKERS, env=env, extra_args=KEEP_ALIVE_ARGS) as server:
+        with server_class(workers=WORKERS, env=env, extra_args=KEEP_ALIVE_ARGS) as server:
             registry = Registry(redis_server.url)
             try:
-                registry.wait_for_nodes(WORKERS)
+                nodes = registry.wait_for_nodes(WORKERS)
+                # four workers of this master, each a node of the registry
+                assert {node_pid(n) for n in nodes} == child_pids(server.pid)
                 yield server, registry
                 assert "Traceback" not in server.log_text(), server.log_tail()
             finally:
@@ -101,19 +118,26 @@ def accept_or_exit(listener: socket.socket, node: subprocess.Popen[str]) -> sock
     raise AssertionError(f"node never asked (exit {node.returncode}):\n{out[-6000:]}{err[-3000:]}")
 
 
-@pytest.mark.timeout(240)
-def test_the_sdk_gets_a_custom_message_sent_on_another_worker(
-    cluster: tuple[GunicornServer, Registry],
+#: Sends the messages on a connection pinned to the given worker; returns what the
+#: SDK's callbacks must get, in order.
+Sender = t.Callable[[Pinned], list[object]]
+
+
+def sdk_gets_from_another_worker(
+    cluster: Cluster, send: Sender, *, topic: str, token: str = ""
 ) -> None:
+    """Node subscribes to ``topic`` (as ``token``'s user); ``send`` runs on a
+    connection pinned to a worker that does not hold the SDK's stream."""
     server, registry = cluster
     nodes = registry.live_nodes()
-    assert {node_pid(n) for n in nodes} == child_pids(server.pid)  # four workers, one master
     pinned = pin_workers(server, nodes)
     listener = socket.create_server(("127.0.0.1", 0))
     env = {
         **os.environ,
         "BASE_URL": f"http://{server.host}:{server.port}",
         "CONTROL_PORT": str(listener.getsockname()[1]),
+        "TOPIC": topic,
+        "AUTH_TOKEN": token,
     }
     node = subprocess.Popen(
         ["node", "--test", "--test-reporter=spec", str(JS / "topics.test.mjs")],
@@ -133,18 +157,10 @@ def test_the_sdk_gets_a_custom_message_sent_on_another_worker(
             send_node = sorted(nodes - {stream_node})[0]
             assert node_pid(send_node) != node_pid(stream_node)
             sender = pinned[send_node]
-            secret = {"Authorization": f"Bearer {server.secret}"}
-            for topic, data in (("chat-room-2", {"wrong": True}), ("chat-room-1", DATA)):
-                body = {"topic": topic, "data": data}
-                status, answer = sender.request("POST", "/api/realtime/publish", body, secret)
-                assert status == 200, answer
-            status, answer = sender.request(
-                "POST", "/api/realtime/publish", {"topic": "chat-room-1", "data": DONE}, secret
-            )
-            assert status == 200, answer
-            # the publishing connection is still on that worker (not reconnected elsewhere)
+            sent = send(sender)
+            # the sending connection is still on that worker (not reconnected elsewhere)
             assert sender.request("GET", "/api/health")[1]["data"]["realtime"]["node"] == send_node
-            reply = {"sent": [DATA, DONE], "streamNode": stream_node, "sendNode": send_node}
+            reply = {"sent": sent, "streamNode": stream_node, "sendNode": send_node}
             conn.sendall(json.dumps(reply).encode() + b"\n")
         out, err = node.communicate(timeout=NODE_TIMEOUT)
         assert node.returncode == 0, out[-6000:] + err[-3000:] + server.log_tail()
@@ -155,3 +171,59 @@ def test_the_sdk_gets_a_custom_message_sent_on_another_worker(
             node.communicate(timeout=30)
         listener.close()
         close_all(pinned)
+
+
+@pytest.mark.timeout(240)
+def test_the_sdk_gets_a_custom_message_sent_on_another_worker() -> None:
+    def publish(sender: Pinned) -> list[object]:
+        secret = {"Authorization": f"Bearer {sender.server.secret}"}
+        for topic, data in (
+            ("chat-room-2", {"wrong": True}),
+            ("chat-room-1", DATA),
+            ("chat-room-1", DONE),
+        ):
+            body = {"topic": topic, "data": data}
+            status, answer = sender.request("POST", "/api/realtime/publish", body, secret)
+            assert status == 200, answer
+        return [DATA, DONE]
+
+    with four_workers(GunicornServer) as cluster:
+        sdk_gets_from_another_worker(cluster, publish, topic="chat-room-1")
+
+
+@pytest.mark.timeout(240)
+def test_send_from_an_apps_own_route_reaches_the_sdk_on_another_worker() -> None:
+    """Extension mode: the app's route calls ``realtime.send``; its topic authorizer
+    keeps ``rooms/staff`` to alice, so bob's stream (opened here) never gets it."""
+
+    def post(sender: Pinned, who: str, room: str, text: str) -> None:
+        body = {"text": text}
+        path = f"/rooms/{room}/messages"
+        status, answer = sender.request("POST", path, body, {"Authorization": who})
+        assert status == 200, answer
+
+    with four_workers(ExtensionServer) as cluster:
+        server = cluster[0]
+        bob = HTTPEventStream(server.host, server.port)
+        bob_id = bob.next_event(timeout=10).id
+        status, _ = post_subscriptions(
+            server.host,
+            server.port,
+            bob_id,
+            ["rooms/staff", "rooms/lobby"],
+            headers={"Authorization": "bob"},
+        )
+        assert status == 204
+
+        def send(sender: Pinned) -> list[object]:
+            post(sender, "bob", "lobby", "first")
+            post(sender, "alice", "staff", "members only")
+            post(sender, "bob", "staff", "from bob")
+            post(sender, "bob", "lobby", "last")
+            return [{"from": "alice", "text": "members only"}, {"from": "bob", "text": "from bob"}]
+
+        with bob:
+            sdk_gets_from_another_worker(cluster, send, topic="rooms/staff", token="alice")
+            # bob is no member: the lobby's two messages, and nothing between them
+            seen = [(e.event, json.loads(e.data)["text"]) for e in bob.next_events(2, timeout=10)]
+            assert seen == [("rooms/lobby", "first"), ("rooms/lobby", "last")]

@@ -1,6 +1,7 @@
 // The official PocketBase JS SDK subscribes to a custom topic (not a collection)
 // and receives what the server sends to it (issue #11).
-// Run by tests/e2e/test_custom_topics.py with BASE_URL and CONTROL_PORT: the
+// Run by tests/e2e/test_custom_topics.py with BASE_URL, CONTROL_PORT, TOPIC and
+// AUTH_TOKEN (optional): the
 // test tells the Python side its client id over the control connection; Python
 // sends the messages from another worker and answers with what it sent.
 import assert from "node:assert/strict";
@@ -13,6 +14,9 @@ globalThis.EventSource = EventSource;
 
 const BASE_URL = process.env.BASE_URL;
 const CONTROL_PORT = Number(process.env.CONTROL_PORT);
+const TOPIC = process.env.TOPIC || "chat-room-1";
+// the extension test's app takes the user's name as the token
+const AUTH_TOKEN = process.env.AUTH_TOKEN || "";
 
 async function until(predicate, timeoutMs, what) {
   const deadline = Date.now() + timeoutMs;
@@ -54,12 +58,13 @@ function ask(message, timeoutMs) {
 test("a custom topic gets exactly what another worker sent", async () => {
   const pb = new PocketBase(BASE_URL);
   pb.autoCancellation(false);
+  if (AUTH_TOKEN) pb.authStore.save(AUTH_TOKEN, null);
   const received = [];
   const withOptions = [];
-  const unsubscribe = await pb.realtime.subscribe("chat-room-1", (data) => received.push(data));
-  // the SDK names this one "chat-room-1?options=...": it is reached all the same
+  const unsubscribe = await pb.realtime.subscribe(TOPIC, (data) => received.push(data));
+  // the SDK names this one "<topic>?options=...": it is reached all the same
   const unsubscribeOptions = await pb.realtime.subscribe(
-    "chat-room-1",
+    TOPIC,
     (data) => withOptions.push(data),
     { headers: { "X-Room": "1" }, note: "any" },
   );
