@@ -28,6 +28,7 @@ import pytest
 
 from realtime_flask.testing import HTTPEventStream
 from realtime_flask.testing import post_subscriptions
+from realtime_flask.testing import request_json
 from tests.e2e.test_redis_cluster import KEEP_ALIVE_ARGS
 from tests.e2e.test_redis_cluster import WORKERS
 from tests.e2e.test_redis_cluster import Pinned
@@ -36,6 +37,7 @@ from tests.e2e.test_redis_cluster import child_pids
 from tests.e2e.test_redis_cluster import close_all
 from tests.e2e.test_redis_cluster import node_pid
 from tests.e2e.test_redis_cluster import pin_workers
+from tests.e2e.test_resume_across_workers import gone
 from tests.support.env import IN_CI
 from tests.support.js import JS
 from tests.support.js import ROOT
@@ -71,8 +73,8 @@ Cluster: t.TypeAlias = "tuple[GunicornServer, Registry]"
 
 
 @contextlib.contextmanager
-def four_workers(server_class: type[GunicornServer]) -> Iterator[Cluster]:
-    missing = node_missing()
+def four_workers(server_class: type[GunicornServer], *, node: bool = True) -> Iterator[Cluster]:
+    missing = node_missing() if node else None
     if missing:
         if IN_CI:
             pytest.fail(f"CI=true but {missing}")
@@ -227,3 +229,44 @@ def test_send_from_an_apps_own_route_reaches_the_sdk_on_another_worker() -> None
             # bob is no member: the lobby's two messages, and nothing between them
             seen = [(e.event, json.loads(e.data)["text"]) for e in bob.next_events(2, timeout=10)]
             assert seen == [("rooms/lobby", "first"), ("rooms/lobby", "last")]
+
+
+@pytest.mark.timeout(240)
+def test_missed_custom_messages_are_replayed_on_resume_on_any_worker() -> None:
+    """A stream cut after the first message resumes (``Last-Event-ID``) on whichever
+    worker the new connection lands and gets exactly the messages it missed, in
+    order with a record event between them, then live ones."""
+    with four_workers(GunicornServer, node=False) as (server, _registry):
+        stream = HTTPEventStream(server.host, server.port)
+        cid = stream.next_event(timeout=10).id
+        topics = ["chat-room-1", "posts/*"]
+        assert post_subscriptions(server.host, server.port, cid, topics)[0] == 204
+        secret = {"Authorization": f"Bearer {server.secret}"}
+
+        def send(topic: str, data: object) -> None:
+            body = {"topic": topic, "data": data}
+            status, answer = request_json(
+                server.host, server.port, "POST", "/api/realtime/publish", body, headers=secret
+            )
+            assert status == 200, answer
+
+        send("chat-room-1", {"n": 1})
+        first = stream.next_event(timeout=10)
+        assert first.id.startswith(f"{cid}.") and json.loads(first.data) == {"n": 1}
+        stream.abort()
+        wait_until(lambda: gone(server, cid), timeout=10)
+        send("chat-room-1", {"n": 2})
+        assert server.publish("posts", "create", {"id": "p1"}) == 200
+        send("chat-room-2", {"n": 3})  # not subscribed
+        send("chat-room-1", {"n": 4})
+        headers = {"Last-Event-ID": first.id}
+        with HTTPEventStream(server.host, server.port, headers=headers) as resumed:
+            assert resumed.next_event(timeout=10).id == cid
+            missed = resumed.next_events(3, timeout=10)
+            assert [(e.event, json.loads(e.data)) for e in missed] == [
+                ("chat-room-1", {"n": 2}),
+                ("posts/*", {"record": {"id": "p1"}, "action": "create"}),
+                ("chat-room-1", {"n": 4}),
+            ]
+            send("chat-room-1", {"n": 5})
+            assert json.loads(resumed.next_event(timeout=10).data) == {"n": 5}
