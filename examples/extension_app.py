@@ -17,6 +17,15 @@ The app owns its data (a dict here, your ORM in real life) and its login (a
 header naming the user here, your session or token check in real life); it
 tells realtime_flask who the requester is (``auth_resolver``) and which
 records each subscriber may see (``PythonRules``), then calls ``broadcast``.
+
+Chat rooms are custom topics (not collections): subscribe to ``rooms/lobby``
+(the SDK: ``pb.realtime.subscribe("rooms/lobby", cb)``) and post to it::
+
+    curl -X POST http://127.0.0.1:8091/rooms/lobby/messages -H 'Authorization: bob' \
+         -H 'Content-Type: application/json' -d '{"text":"hello"}'
+
+The route calls ``realtime.send``; ``may_receive`` (the ``topic_authorizer``)
+keeps ``rooms/staff`` to its members, every other room is open to everyone.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from realtime_flask import Realtime
 from realtime_flask.engine.access import PythonRules
 
 USERS = {"alice", "bob"}
+#: Rooms with a member list; every other room is public.
+ROOM_MEMBERS = {"staff": {"alice"}}
 
 
 def current_user(req: Request) -> AuthUser | None:
@@ -54,7 +65,16 @@ rules = PythonRules(
         "audit": {"list": None, "view": None},
     }
 )
-realtime = Realtime(auth_resolver=current_user, visibility=rules)
+
+
+def may_receive(auth: AuthUser | None, topic: str) -> bool:
+    """Who receives a custom message: asked per message, so leaving a room counts at once."""
+    room = topic.removeprefix("rooms/")
+    members = ROOM_MEMBERS.get(room)
+    return members is None or (auth is not None and auth.id in members)
+
+
+realtime = Realtime(auth_resolver=current_user, visibility=rules, topic_authorizer=may_receive)
 
 
 def create_app(config: t.Mapping[str, object] | None = None) -> Flask:
@@ -89,6 +109,21 @@ def create_app(config: t.Mapping[str, object] | None = None) -> Flask:
         del notes[note_id]
         realtime.broadcast("notes", "delete", note)
         return "", 204
+
+    @app.post("/rooms/<room>/messages")
+    def post_message(room: str) -> tuple[dict[str, object], int]:
+        user = current_user(request)
+        if user is None:
+            abort(401)
+        body = request.get_json(silent=True) or {}
+        message: dict[str, object] = {
+            "room": room,
+            "from": user.id,
+            "text": str(body.get("text", "")),
+        }
+        # a custom message: everyone subscribed to rooms/<room> whom may_receive admits
+        realtime.send(f"rooms/{room}", message)
+        return message, 200
 
     return app
 

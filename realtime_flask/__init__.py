@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "Broker": "realtime_flask.engine.broker",
     "Event": "realtime_flask.core.events",
     "AuthUser": "realtime_flask.core.events",
+    "TopicMessage": "realtime_flask.core.events",
     "Subscription": "realtime_flask.core.topics",
     "parse_topic": "realtime_flask.core.topics",
     "SSEMessage": "realtime_flask.core.sse",
@@ -35,6 +36,7 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 if t.TYPE_CHECKING:
     from realtime_flask.core.events import AuthUser as AuthUser
     from realtime_flask.core.events import Event as Event
+    from realtime_flask.core.events import TopicMessage as TopicMessage
     from realtime_flask.core.sse import SSEMessage as SSEMessage
     from realtime_flask.core.sse import format_sse_comment as format_sse_comment
     from realtime_flask.core.sse import format_sse_message as format_sse_message

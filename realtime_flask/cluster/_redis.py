@@ -11,8 +11,9 @@ Rules:
    greenlet of the process.
 3. Background loops run through ``spawn_daemon``: a greenlet under gevent's
    patching, a daemon thread otherwise.
-4. The codecs here are the broker's stream entries (an event as JSON) and the
-   auth a router sends along with a subscription; both are plain JSON text.
+4. The codecs here are the broker's stream entries (an event or a custom
+   message as JSON) and the auth a router sends along with a subscription;
+   all are plain JSON text.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from realtime_flask import runtime
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.events import Event
+from realtime_flask.core.events import TopicMessage
 from realtime_flask.errors import BrokerUnavailable
 from realtime_flask.errors import InvalidEvent
 
@@ -35,7 +37,9 @@ __all__ = [
     "Spawn",
     "connect",
     "decode_event",
+    "decode_message",
     "encode_event",
+    "encode_message",
     "load",
     "parse_id",
     "require_patched_sockets",
@@ -179,6 +183,27 @@ def decode_event(payload: str, entry_id: str) -> Event:
         stored=stored if isinstance(stored, dict) else None,
         unfiltered=data.get("unfiltered") is True,
     )
+
+
+def encode_message(message: TopicMessage) -> str:
+    """The ``m`` field of a stream entry: ``{topic, data}`` (``data`` any JSON value).
+
+    ASCII-only, like ``encode_event``.  ``data`` was checked when the message
+    was made, so this does not raise for it.
+    """
+    return json.dumps({"topic": message.topic, "data": message.data}, separators=(",", ":"))
+
+
+def decode_message(payload: str, entry_id: str) -> TopicMessage:
+    """The TopicMessage of an entry's ``m`` field, with id ``entry_id``; ValueError
+    (or InvalidEvent, a ValueError too) when it is malformed."""
+    data = json.loads(payload)
+    if not isinstance(data, dict) or "data" not in data:
+        raise ValueError("message payload is not a JSON object with data")
+    topic = data.get("topic")
+    if not isinstance(topic, str):
+        raise ValueError("message payload has no topic")
+    return TopicMessage(topic, data["data"], id=entry_id)
 
 
 # -- auth --------------------------------------------------------------------------------

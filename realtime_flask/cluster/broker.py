@@ -27,12 +27,19 @@ Rules:
 6. Handlers run in the listener loop, outside every lock; a failing handler is
    logged and the others still run.
 
-Wire format, version ``"1"`` (an entry with another ``v`` is logged and
-skipped, so mixed versions during a rolling upgrade degrade, never crash)::
+Wire format.  Every entry's ``v`` is the lowest wire version that can read
+it; this process reads versions ``"1"`` and ``"2"`` (``READ_VERSIONS``), and
+an entry with another ``v`` is logged once per version and skipped, so mixed
+versions during a rolling upgrade degrade, never crash::
 
-    {"v": "1", "e": <JSON {collection, action, record, collectionId, stored?}>,
-     "o": <origin: the publishing broker>, "s": <origin's sequence number>}
+    {"v": "1", "e": <JSON {collection, action, record, collectionId, stored?,
+     unfiltered?}>, "o": <origin: the publishing broker>, "s": <origin's sequence number>}
     {"v": "1", "reset": "outbox_overflow", "o": ..., "s": ...}
+    {"v": "2", "m": <JSON {topic, data}>, "o": ..., "s": ...}     (a custom message)
+
+Record events and resets are still written as version 1, so a process of
+the previous release (which reads only ``"1"``) keeps getting them during a
+rolling upgrade; it skips custom messages, which it could not deliver anyway.
 
 ``o``/``s`` are optional for other producers.  When present, the listener
 skips an entry whose ``s`` is not above the last one seen from that origin: a
@@ -58,16 +65,27 @@ from dataclasses import dataclass
 
 from realtime_flask.cluster import _redis
 from realtime_flask.cluster._redis import Spawn
-from realtime_flask.core.events import Event
+from realtime_flask.core.events import Published
+from realtime_flask.core.events import TopicMessage
 from realtime_flask.engine.broker import BatchHandler
 from realtime_flask.engine.broker import EventHandler
+from realtime_flask.engine.broker import P
 from realtime_flask.engine.broker import one_by_one
 from realtime_flask.errors import BrokerUnavailable
 
 if t.TYPE_CHECKING:
     import redis
 
-__all__ = ["HISTORY_LOST", "OUTBOX_OVERFLOW", "WIRE_VERSION", "RedisBroker", "ResetHandler"]
+__all__ = [
+    "EVENT_VERSION",
+    "HISTORY_LOST",
+    "MESSAGE_VERSION",
+    "OUTBOX_OVERFLOW",
+    "READ_VERSIONS",
+    "WIRE_VERSION",
+    "RedisBroker",
+    "ResetHandler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +93,14 @@ logger = logging.getLogger(__name__)
 #: events may have been lost: local state derived from the stream must resync.
 ResetHandler = t.Callable[[str], object]
 
-WIRE_VERSION: t.Final[str] = "1"
+#: The newest wire version this process reads and writes.
+WIRE_VERSION: t.Final[str] = "2"
+#: The wire versions this process reads.
+READ_VERSIONS: t.Final[frozenset[str]] = frozenset({"1", "2"})
+#: The version of record events and resets (readable since the first release).
+EVENT_VERSION: t.Final[str] = "1"
+#: The version of custom messages (``m`` entries).
+MESSAGE_VERSION: t.Final[str] = "2"
 OUTBOX_OVERFLOW: t.Final[str] = "outbox_overflow"
 HISTORY_LOST: t.Final[str] = "history_lost"
 #: Entries per XREAD, and outbox entries per pipelined XADD batch.
@@ -258,8 +283,9 @@ class RedisBroker:
 
     # -- the Broker protocol -------------------------------------------------
 
-    def publish(self, event: Event) -> Event:
-        """Queue ``event`` for the log and return (with ``id=""``).
+    def publish(self, event: P) -> P:
+        """Queue ``event`` (a record Event or a TopicMessage) for the log and
+        return it (with ``id=""``).
 
         Waits at most ``publish_wait`` for the log to take it, and never raises
         for Redis trouble; raises
@@ -267,7 +293,10 @@ class RedisBroker:
         outbox is full the event is dropped, counted in ``status()["dropped"]``
         and an ``outbox_overflow`` reset is queued at that point of the log.
         """
-        payload = _redis.encode_event(event)
+        if isinstance(event, TopicMessage):
+            fields = {"v": MESSAGE_VERSION, "m": _redis.encode_message(event)}
+        else:
+            fields = {"e": _redis.encode_event(event)}
         now = self._clock()
         overflow_started = False
         pending: _Pending | None = None
@@ -287,7 +316,7 @@ class RedisBroker:
                 # backlog (Redis just came back) the wait would not help order.
                 wait = not self._outbox
                 pending = _Pending(
-                    self._fields_locked(e=payload), now, sent=threading.Event() if wait else None
+                    self._fields_locked(**fields), now, sent=threading.Event() if wait else None
                 )
                 self._outbox.append(pending)
         self._wake.set()
@@ -312,7 +341,7 @@ class RedisBroker:
         return event.with_id("") if event.id else event
 
     def _fields_locked(self, **fields: str) -> dict[str, str]:
-        return {"v": WIRE_VERSION, **fields, "o": self.origin, "s": str(next(self._seq))}
+        return {"v": EVENT_VERSION, **fields, "o": self.origin, "s": str(next(self._seq))}
 
     def subscribe(self, handler: EventHandler) -> None:
         """Call ``handler(event)`` for every event read from the log from now on, in log order."""
@@ -434,7 +463,7 @@ class RedisBroker:
             "lastId": self._last_id,
         }
 
-    def history(self, after: str, limit: int) -> list[Event] | None:
+    def history(self, after: str, limit: int) -> list[Published] | None:
         """The events after stream id ``after`` (exclusive), oldest first, at most ``limit``.
 
         None when the log can no longer vouch for everything after ``after``:
@@ -448,7 +477,7 @@ class RedisBroker:
             raise ValueError(f"limit must be >= 0, got {limit!r}")
         if _redis.parse_id(after) is None:
             return None
-        events: list[Event] = []
+        events: list[Published] = []
         dedupe = _Dedupe()
         anchor = after
         try:
@@ -649,7 +678,7 @@ class RedisBroker:
             )
             self._reset(HISTORY_LOST)
             self._offset = info.entries_added - info.length
-        batch: list[Event] = []
+        batch: list[Published] = []
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 if self._stop.is_set():
@@ -669,7 +698,7 @@ class RedisBroker:
         _, epoch = pipe.execute()
         return epoch if isinstance(epoch, str) else None
 
-    def _handle(self, entry_id: str, fields: dict[str, str], batch: list[Event]) -> None:
+    def _handle(self, entry_id: str, fields: dict[str, str], batch: list[Published]) -> None:
         """Add the entry's event to ``batch``; a reset entry delivers the batch first."""
         if not self._understands(entry_id, fields) or self._dedupe.is_duplicate(fields):
             return
@@ -683,7 +712,7 @@ class RedisBroker:
         if event is not None:
             batch.append(event)
 
-    def _deliver(self, events: list[Event]) -> None:
+    def _deliver(self, events: list[Published]) -> None:
         if not events:
             return
         with self._lock:
@@ -698,21 +727,23 @@ class RedisBroker:
 
     def _understands(self, entry_id: str, fields: t.Mapping[str, str]) -> bool:
         version = fields.get("v")
-        if version == WIRE_VERSION:
+        if version in READ_VERSIONS:
             return True
         key = str(version)
         if key not in self._warned_versions:
             self._warned_versions.add(key)
             logger.warning(
-                "skipping stream entry %s with wire version %r (this process speaks %r)",
+                "skipping stream entry %s with wire version %r (this process reads %s)",
                 entry_id,
                 version,
-                WIRE_VERSION,
+                sorted(READ_VERSIONS),
             )
         return False
 
-    def _event_of(self, entry_id: str, fields: t.Mapping[str, str]) -> Event | None:
+    def _event_of(self, entry_id: str, fields: t.Mapping[str, str]) -> Published | None:
         try:
+            if "m" in fields:
+                return _redis.decode_message(fields["m"], entry_id)
             return _redis.decode_event(fields["e"], entry_id)
         except (KeyError, ValueError) as exc:  # InvalidEvent and JSONDecodeError are ValueErrors
             logger.warning("skipping malformed stream entry %s: %s", entry_id, exc)

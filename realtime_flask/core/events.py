@@ -1,7 +1,12 @@
 """Events and the identities they are checked against: plain values, no IO.
 
-Rule: an Event is immutable once published; its JSON payload is encoded at most
-once (``payload_json``) and shared by every frame that carries it.
+Two kinds of things are published through the broker (``Published``): an
+``Event`` (a record change, ``{"record", "action"}`` on the wire) and a
+``TopicMessage`` (a custom message: any JSON value sent to a topic that need
+not be a collection, as PocketBase's app code sends ``subscriptions.Message``).
+
+Rule: both are immutable once published; a TopicMessage's JSON is encoded
+once, when it is made, and shared by every frame that carries it.
 """
 
 from __future__ import annotations
@@ -11,9 +16,21 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 
+from realtime_flask.core.sse import encode_json
+from realtime_flask.core.topics import MAX_TOPIC_LENGTH
 from realtime_flask.errors import InvalidEvent
+from realtime_flask.errors import SSEFormatError
 
-__all__ = ["ACTIONS", "AuthUser", "Event", "event_position", "same_auth"]
+__all__ = [
+    "ACTIONS",
+    "RESERVED_TOPICS",
+    "AuthUser",
+    "Event",
+    "Published",
+    "TopicMessage",
+    "event_position",
+    "same_auth",
+]
 
 ACTIONS: t.Final[frozenset[str]] = frozenset({"create", "update", "delete"})
 
@@ -105,3 +122,80 @@ class Event:
 
     def with_id(self, event_id: str) -> Event:
         return replace(self, id=event_id)
+
+
+#: Event names the protocol itself uses: never a custom message's topic.
+RESERVED_TOPICS: t.Final[frozenset[str]] = frozenset({"PB_CONNECT", "RF_RESET"})
+
+_CONTROL_CHARS: t.Final = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMessage:
+    """A custom message: ``data`` for every client subscribed to ``topic``.
+
+    PocketBase's app code sends ``subscriptions.Message{Name, Data}`` to the
+    clients whose subscriptions include a topic (``client.HasSubscription``);
+    the SDK's ``pb.realtime.subscribe("chat-room-1", cb)`` gets it as
+    ``cb(JSON.parse(data) || {})``.  Here ``topic`` is any text a client may
+    subscribe to (a collection name or not); it reaches every subscription
+    whose topic, without its ``?options=`` part, equals ``topic``, and each
+    frame is named by the subscription exactly as the client sent it (so the
+    SDK's listener for a topic with options gets it too).
+
+    ``data`` is any JSON value (object, array, string, number, boolean,
+    null); it is encoded once, here, as compact JSON (``data_json``): later
+    changes to the caller's object do not change what is sent.  ``id`` is the
+    broker's position, assigned on publish.
+
+    Raises InvalidEvent for a topic that is empty, not text, holds ``"?"``
+    (it starts a subscription's options) or a control character, is longer
+    than 2500 UTF-8 bytes (no subscription can be longer), is ``PB_CONNECT``
+    or ``RF_RESET``, or cannot be encoded as UTF-8; and for ``data`` that is
+    not JSON-serialisable (NaN and infinities included).
+    """
+
+    topic: str
+    data: object
+    id: str = ""
+    data_json: str = field(default="", init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        topic = self.topic
+        if not isinstance(topic, str) or not topic:
+            raise InvalidEvent(f"topic must be a non-empty string, got {topic!r}")
+        if "?" in topic:
+            raise InvalidEvent(f"topic must not contain '?' (it starts the options), got {topic!r}")
+        if not _CONTROL_CHARS.isdisjoint(topic):
+            raise InvalidEvent(f"topic must not contain control characters, got {topic!r}")
+        if topic in RESERVED_TOPICS:
+            raise InvalidEvent(f"topic {topic!r} is reserved for the protocol")
+        try:
+            size = len(topic.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidEvent(f"topic must be valid Unicode text, got {topic!r}") from None
+        if size > MAX_TOPIC_LENGTH:
+            raise InvalidEvent(f"topic must be at most {MAX_TOPIC_LENGTH} UTF-8 bytes, got {size}")
+        try:
+            text = encode_json(self.data)
+        except (SSEFormatError, TypeError, ValueError, RecursionError) as exc:
+            raise InvalidEvent(f"data must be JSON-serialisable: {exc}") from None
+        object.__setattr__(self, "data_json", text)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The topic index key this message is looked up under: the topic up to
+        its first ``"/"`` (as ``Subscription.collection`` is for a topic)."""
+        return (self.topic.partition("/")[0],)
+
+    def with_id(self, event_id: str) -> TopicMessage:
+        """This message with the broker's id (``data`` is not encoded again)."""
+        clone = object.__new__(TopicMessage)
+        for name in ("topic", "data", "data_json"):
+            object.__setattr__(clone, name, getattr(self, name))
+        object.__setattr__(clone, "id", event_id)
+        return clone
+
+
+#: What the broker carries: a record change or a custom message.
+Published: t.TypeAlias = Event | TopicMessage

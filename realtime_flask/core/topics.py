@@ -54,6 +54,12 @@ Rules:
    U+FFFD in the client id and topics, which is what Go's JSON decoder gives
    PocketBase; a lone surrogate could not be UTF-8 encoded into the stream.
 
+6. A topic that is not a collection's is a custom topic (``chat-room-1``):
+   accepted like any other; a ``TopicMessage`` whose topic equals the
+   subscription's ``path`` (the topic without ``?options=``) reaches it.  The
+   options are parsed as for every topic and change nothing about a custom
+   message (PocketBase's own code never reads them for one either).
+
 Deliberate divergence from PocketBase: a topic with a control character
 (below U+0020, or U+007F) is rejected with a 400 (``validation_invalid_topic``,
 "Must not contain control characters.").  Why: the topic is echoed verbatim as
@@ -201,6 +207,12 @@ class Subscription:
     record_id: str | None
     options: SubscriptionOptions
     raw: str
+
+    @property
+    def path(self) -> str:
+        """The topic without its ``?options=`` part: what a custom message's topic
+        (``TopicMessage.topic``) is compared with."""
+        return self.raw.partition("?")[0]
 
     @property
     def is_wildcard(self) -> bool:

@@ -21,6 +21,10 @@ Rules:
    silently).
 4. Nothing here does IO or imports Flask or the store: the engine sits below
    ``store/`` and ``web/``, which plug their own ``Visibility`` in.
+5. Custom messages (``TopicMessage``) never reach a ``Visibility``: no record,
+   no collection rule.  Who receives one is the app's ``TopicAuthorizer``
+   (``TopicMessageView``), asked per message once per subscriber's auth;
+   without one every subscriber of the topic receives it, as in PocketBase.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections.abc import Mapping
 from realtime_flask.core import sse
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.events import Event
+from realtime_flask.core.events import TopicMessage
 from realtime_flask.core.rules import Comparison
 from realtime_flask.core.rules import CompiledRule
 from realtime_flask.core.rules import Expr
@@ -50,6 +55,8 @@ __all__ = [
     "OpenVisibility",
     "PythonRules",
     "RuleCallable",
+    "TopicAuthorizer",
+    "TopicMessageView",
     "Visibility",
     "auth_dict",
     "auth_key",
@@ -65,7 +72,9 @@ class EventView(t.Protocol):
 
         ``user`` is the client's auth (None for a guest), ``sub`` the matched
         subscription (topic and options).  The bytes are
-        ``sse.format_data({"record": ..., "action": ...})``, PocketBase's payload.
+        ``sse.format_data({"record": ..., "action": ...})``, PocketBase's payload
+        (for a custom message: its ``data`` as one line of JSON).  It may
+        raise: the manager then withholds only this subscriber's frame.
         """
 
 
@@ -208,6 +217,44 @@ class _PublishedView:
             found = compiled is not None and (compiled.always or compiled.matches(self.record, ctx))
             self._filtered[key] = found
         return found
+
+
+#: Who may receive a custom message: ``(auth or None, topic) -> bool``.  ``topic``
+#: is the message's topic (``TopicMessage.topic``, never with ``?options=``);
+#: the auth is the subscriber's (None for a guest; ``auth.superuser`` is set for
+#: superusers, who get no pass of their own).
+TopicAuthorizer = Callable[[AuthUser | None, str], bool]
+
+
+class TopicMessageView:
+    """One custom message as its subscribers see it, through a ``TopicAuthorizer``.
+
+    The authorizer is called once per distinct auth record (guests once) for
+    this message, when the message is delivered (and again when a resumed
+    client replays it), never when a client subscribes: PocketBase accepts
+    any topic on subscribe and decides per message, and the answer may change
+    over a long stream (a member leaves the room, the client's auth is
+    dropped after a password change).  A true result sends the message's
+    JSON, a false one nothing; an exception propagates to the manager, which
+    withholds only that subscriber's frame and logs it (the stream, and
+    everybody else's frame, carry on).
+    """
+
+    __slots__ = ("_allowed", "_authorizer", "_data", "_topic")
+
+    def __init__(self, message: TopicMessage, authorizer: TopicAuthorizer) -> None:
+        self._topic = message.topic
+        self._authorizer = authorizer
+        self._data = sse.format_field("data", message.data_json)
+        self._allowed: dict[tuple[str, str] | None, bool] = {}
+
+    def data_for(self, user: AuthUser | None, sub: Subscription) -> bytes | None:
+        """The message's ``data:`` line if the authorizer admits ``user``, else None."""
+        key = auth_key(user)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            allowed = self._allowed[key] = bool(self._authorizer(user, self._topic))
+        return self._data if allowed else None
 
 
 #: A Python rule: (record, auth or None) -> may this auth see the record?

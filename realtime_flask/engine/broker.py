@@ -1,5 +1,9 @@
 """The broker seam: where published events get their id and reach every process.
 
+What is published is an ``Event`` (a record change) or a ``TopicMessage`` (a
+custom message, ``Realtime.send``): both take the same path (id, history,
+delivery, resume), so "event" below means either.
+
 Rule: ``publish`` never blocks on the network and never raises for a delivery
 problem of one subscriber; handlers run outside the broker's lock.  The memory
 broker is the default and the test double (it is the real thing for one
@@ -15,18 +19,22 @@ import typing as t
 from collections import deque
 
 from realtime_flask.core.events import Event
+from realtime_flask.core.events import Published
+from realtime_flask.core.events import TopicMessage
 
-__all__ = ["BatchHandler", "Broker", "EventHandler", "MemoryBroker", "one_by_one"]
+__all__ = ["BatchHandler", "Broker", "EventHandler", "MemoryBroker", "P", "one_by_one"]
 
 logger = logging.getLogger(__name__)
 
-EventHandler = t.Callable[[Event], object]
+EventHandler = t.Callable[[Published], object]
 #: Takes consecutive events at once (a backlog), in order.
-BatchHandler = t.Callable[[list[Event]], object]
+BatchHandler = t.Callable[[list[Published]], object]
+#: What ``publish`` takes and gives back: an Event or a TopicMessage.
+P = t.TypeVar("P", Event, TopicMessage)
 
 
 class Broker(t.Protocol):
-    def publish(self, event: Event) -> Event:
+    def publish(self, event: P) -> P:
         """Assign the event its id, record it in the history and deliver it."""
 
     def subscribe(self, handler: EventHandler) -> None:
@@ -48,7 +56,7 @@ class Broker(t.Protocol):
     def subscribe_reset(self, handler: t.Callable[[str], object]) -> None:
         """Call ``handler(reason)`` when events may have been lost."""
 
-    def history(self, after: str, limit: int) -> list[Event] | None:
+    def history(self, after: str, limit: int) -> list[Published] | None:
         """Events after id ``after``, oldest first; None when history no longer reaches back."""
 
 
@@ -56,7 +64,7 @@ def one_by_one(handler: EventHandler) -> BatchHandler:
     """A batch handler that calls ``handler`` per event; one failing event does
     not keep the others from it."""
 
-    def each(events: list[Event]) -> None:
+    def each(events: list[Published]) -> None:
         for event in events:
             try:
                 handler(event)
@@ -90,15 +98,15 @@ class MemoryBroker:
         # at once.  Re-entrant so a handler may publish.
         self._order = threading.RLock()
         self._counter = itertools.count(1)
-        self._history: deque[Event] = deque(maxlen=history_size)
+        self._history: deque[Published] = deque(maxlen=history_size)
         self._handlers: list[BatchHandler] = []
         self._closed = False
         self._spawn = spawn
-        self._pending: deque[Event] = deque()
+        self._pending: deque[Published] = deque()
         self._wake = threading.Condition(self._lock)
         self._started = False
 
-    def publish(self, event: Event) -> Event:
+    def publish(self, event: P) -> P:
         if self._spawn is not None:
             with self._lock:
                 if self._closed:
@@ -118,7 +126,7 @@ class MemoryBroker:
             self._deliver(handlers, [stamped])
         return stamped
 
-    def _deliver(self, handlers: tuple[BatchHandler, ...], events: list[Event]) -> None:
+    def _deliver(self, handlers: tuple[BatchHandler, ...], events: list[Published]) -> None:
         for handler in handlers:
             try:
                 handler(events)
@@ -160,7 +168,7 @@ class MemoryBroker:
             self._started = True
             self._spawn(self._run)
 
-    def history(self, after: str | None = None, limit: int = 10000) -> list[Event] | None:
+    def history(self, after: str | None = None, limit: int = 10000) -> list[Published] | None:
         """Retained events after the id ``after`` (all when None), oldest first, at most
         ``limit``; None when the history no longer reaches back to ``after``.
 

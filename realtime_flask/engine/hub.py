@@ -21,15 +21,20 @@ from __future__ import annotations
 import logging
 import random
 import typing as t
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import replace
 
 from realtime_flask.config import Settings
 from realtime_flask.core import sse
 from realtime_flask.core.events import AuthUser
-from realtime_flask.core.events import Event
+from realtime_flask.core.events import Published
+from realtime_flask.core.events import TopicMessage
 from realtime_flask.core.events import event_position
+from realtime_flask.engine.access import TopicAuthorizer
+from realtime_flask.engine.access import TopicMessageView
 from realtime_flask.engine.broker import Broker
+from realtime_flask.engine.broker import P
 from realtime_flask.engine.manager import DispatchResult
 from realtime_flask.engine.manager import RealtimeClient
 from realtime_flask.engine.manager import RealtimeManager
@@ -76,6 +81,8 @@ class RealtimeState:
     :param visibility: who sees which event; None shows every event as published.
     :param router: where subscription POSTs are applied (a LocalRouter when None).
     :param auth_refresher: re-reads a resumed client's auth (None keeps it as parked).
+    :param topic_authorizer: who may receive which custom message (see
+        ``engine.access.TopicAuthorizer``); None: every subscriber of the topic.
     """
 
     settings: Settings
@@ -92,6 +99,7 @@ class RealtimeState:
     draining: bool = False
     #: True from ``close`` on: events can no longer be published.
     closed: bool = False
+    topic_authorizer: TopicAuthorizer | None = None
 
     def start(self) -> None:
         """Subscribe to the broker (batches when it offers them) and its resets,
@@ -111,17 +119,27 @@ class RealtimeState:
         if self.reaper is not None:
             self.reaper.start()
 
-    def publish(self, event: Event) -> Event:
-        """Hand ``event`` to the broker; returns it with its id (see ``Broker.publish``)."""
+    def publish(self, event: P) -> P:
+        """Hand ``event`` (a record Event or a TopicMessage) to the broker; returns
+        it with its id (see ``Broker.publish``)."""
         return self.broker.publish(event)
 
-    def deliver_many(self, events: list[Event]) -> DispatchResult:
+    def view_of(self, event: Published) -> EventView | None:
+        """Who sees ``event`` and what: the visibility's view of a record event, the
+        topic authorizer's of a custom message (None: everyone, as published)."""
+        if isinstance(event, TopicMessage):
+            if self.topic_authorizer is None:
+                return None
+            return TopicMessageView(event, self.topic_authorizer)
+        return None if self.visibility is None else self.visibility.begin(event)
+
+    def deliver_many(self, events: Sequence[Published]) -> DispatchResult:
         """The broker's batch handler: ``deliver`` for a run of events, with one
         fan-out pass (one write per client) for each stretch of events that
         change no connected client's auth; events that may are delivered alone,
         so auth side effects keep their place in the order."""
         total = DispatchResult(0, 0, 0)
-        run: list[Event] = []
+        run: list[Published] = []
         for event in events:
             if may_change_auth(event):
                 total += self._deliver_run(run)
@@ -131,26 +149,28 @@ class RealtimeState:
                 run.append(event)
         return total + self._deliver_run(run)
 
-    def _deliver_run(self, run: list[Event]) -> DispatchResult:
+    def _deliver_run(self, run: list[Published]) -> DispatchResult:
         if not run:
             return DispatchResult(0, 0, 0)
         # Set first: a client resumed during this fan-out replays these events.
         self.last_delivered = run[-1].id
-        items: list[tuple[Event, EventView | None]] = []
+        items: list[tuple[Published, EventView | None]] = []
         for event in run:
             try:
-                view = None if self.visibility is None else self.visibility.begin(event)
+                view = self.view_of(event)
             except Exception:  # one event's failure must not cost the others
                 logger.exception("realtime visibility failed for event %s", event.id)
                 continue
             items.append((event, view))
         return self.manager.dispatch_many(items)
 
-    def deliver(self, event: Event) -> DispatchResult:
+    def deliver(self, event: Published) -> DispatchResult:
         """The broker's handler: auth side effects, then the rule-filtered fan-out."""
         # Set first: a client resumed during this fan-out replays this event.
         self.last_delivered = event.id
-        view = None if self.visibility is None else self.visibility.begin(event)
+        view = self.view_of(event)
+        if isinstance(event, TopicMessage):
+            return self.manager.dispatch(event, view)
         if event.action == "delete":
             # PocketBase checks a delete before it happens, so the owner of a
             # deleted auth record still gets that record's delete frame.
@@ -239,7 +259,7 @@ class RealtimeState:
             for event in history:
                 if event_position(event.id) > limit:
                     return True
-                view = None if self.visibility is None else self.visibility.begin(event)
+                view = self.view_of(event)
                 out.extend(self.manager.render(client, event, view))
                 if len(out) > self.manager.queue_size:
                     return True  # too far behind: the caller sends a reset
@@ -314,7 +334,9 @@ def _reset_frame(client: RealtimeClient, reason: str) -> bytes:
     return client.id_line + sse.format_event_body(RESET_EVENT, {"reason": reason})
 
 
-def may_change_auth(event: Event) -> bool:
+def may_change_auth(event: Published) -> bool:
     """Whether ``RealtimeManager.apply_auth_change`` may act on ``event``."""
+    if isinstance(event, TopicMessage):
+        return False
     stored = event.stored
     return stored is not None and event.action != "create" and "tokenKey" in stored

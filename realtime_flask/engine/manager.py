@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from realtime_flask import runtime
 from realtime_flask.core import sse
 from realtime_flask.core.events import AuthUser
-from realtime_flask.core.events import Event
+from realtime_flask.core.events import Published
+from realtime_flask.core.events import TopicMessage
 from realtime_flask.core.events import same_auth
 from realtime_flask.core.topics import Subscription
 from realtime_flask.engine.client import MAX_LIFETIME_REASON
@@ -399,20 +400,23 @@ class RealtimeManager:
 
     # -- fan-out ----------------------------------------------------------------
 
-    def dispatch(self, event: Event, view: EventView | None = None) -> DispatchResult:
+    def dispatch(self, event: Published, view: EventView | None = None) -> DispatchResult:
         """Queue one frame per visible matching subscription of every subscribed client.
 
         Only clients in the topic index for the event's collection (name or id)
-        are looked at.  ``view`` (see ``realtime_flask.engine.access``) decides per
-        (auth, subscription) whether a frame goes out and with which ``data:``
-        bytes; without one every subscriber gets the event as published.  One
-        pass per event: subscribers that share an auth and a topic share one
-        check and one encoded frame body; only the client's ``id:`` line is
-        per client.  A check that raises costs only that subscriber its frame.
+        are looked at; for a custom message (``TopicMessage``), those under its
+        topic's first segment, of which only subscriptions whose ``path`` is
+        the message's topic match.  ``view`` (see
+        ``realtime_flask.engine.access``) decides per (auth, subscription)
+        whether a frame goes out and with which ``data:`` bytes; without one
+        every subscriber gets the event as published.  One pass per event:
+        subscribers that share an auth and a topic share one check and one
+        encoded frame body; only the client's ``id:`` line is per client.  A
+        check that raises costs only that subscriber its frame.
         """
         return self.dispatch_many([(event, view)])
 
-    def dispatch_many(self, items: Sequence[tuple[Event, EventView | None]]) -> DispatchResult:
+    def dispatch_many(self, items: Sequence[tuple[Published, EventView | None]]) -> DispatchResult:
         """``dispatch`` for consecutive events, in order, with one queue put per client.
 
         A backlog (events published while the last fan-out ran, a page read
@@ -447,7 +451,7 @@ class RealtimeManager:
 
     def _fan_out(
         self,
-        items: Sequence[tuple[Event, EventView | None]],
+        items: Sequence[tuple[Published, EventView | None]],
         audiences: list[list[_IndexEntry]],
         slicer: _Slicer,
     ) -> DispatchResult:
@@ -502,7 +506,7 @@ class RealtimeManager:
                 dropped += 1
         return DispatchResult(frames=sent, clients=reached, dropped=dropped)
 
-    def _audience_locked(self, event: Event) -> list[_IndexEntry]:
+    def _audience_locked(self, event: Published) -> list[_IndexEntry]:
         """Index entries of every client subscribed to ``event``'s collection.
 
         A client subscribed under both the collection's name and its id gets
@@ -546,7 +550,9 @@ class RealtimeManager:
         )
         return True
 
-    def render(self, client: RealtimeClient, event: Event, view: EventView | None) -> list[bytes]:
+    def render(
+        self, client: RealtimeClient, event: Published, view: EventView | None
+    ) -> list[bytes]:
         """The frames ``client`` gets for ``event`` (a replay after a resume), built
         exactly as ``dispatch`` builds them."""
         names = event.names
@@ -567,13 +573,15 @@ class RealtimeManager:
                 self._drop_slow(client)
         return sent
 
-    def apply_auth_change(self, event: Event) -> int:
+    def apply_auth_change(self, event: Published) -> int:
         """Keep the auth of connected clients in step with their auth record.
 
         An update refreshes the record rules see; an update that rotated the
         ``tokenKey`` (a password change, "log out everywhere") or a delete drops
         the auth: those clients carry on as guests.  Returns clients changed.
         """
+        if isinstance(event, TopicMessage):
+            return 0
         stored = event.stored
         if stored is None or event.action == "create" or "tokenKey" not in stored:
             return 0
@@ -687,6 +695,9 @@ class _Slicer:
 class _EventBodies:
     """One event's frame bodies (``event:`` line plus ``data:`` lines).
 
+    For a custom message (``TopicMessage``) a subscription matches when its
+    ``path`` is the message's topic; the ``data:`` line is the message's JSON.
+
     Computed once per (auth, topic) and shared by every subscriber with that
     pair: guests share one, and each auth object is checked once however many
     topics name the same collection.  Keys use the auth object's identity,
@@ -694,12 +705,21 @@ class _EventBodies:
     per auth record, so two objects of one user still share rule results).
     """
 
-    __slots__ = ("_cache", "_record_id", "_shared", "_view")
+    __slots__ = ("_cache", "_record_id", "_shared", "_topic", "_view")
 
-    def __init__(self, event: Event, view: EventView | None) -> None:
-        self._record_id = event.record_id
+    def __init__(self, event: Published, view: EventView | None) -> None:
         self._view = view
-        self._shared = sse.format_data(event.payload()) if view is None else None
+        self._shared: bytes | None = None
+        if isinstance(event, TopicMessage):
+            self._record_id: str | None = None
+            self._topic: str | None = event.topic
+            if view is None:
+                self._shared = sse.format_field("data", event.data_json)
+        else:
+            self._record_id = event.record_id
+            self._topic = None
+            if view is None:
+                self._shared = sse.format_data(event.payload())
         self._cache: dict[str | tuple[int, str], bytes | None] = {}
 
     def bodies_for(
@@ -715,7 +735,10 @@ class _EventBodies:
 
     def body_for(self, client_id: str, user: AuthUser | None, sub: Subscription) -> bytes | None:
         """The body ``user`` gets for ``sub``, or None (no match, or not visible)."""
-        if sub.record_id is not None and sub.record_id != self._record_id:
+        if self._topic is not None:
+            if sub.path != self._topic:
+                return None
+        elif sub.record_id is not None and sub.record_id != self._record_id:
             return None
         # Guests share the topic string as key: no tuple per subscriber.
         key: str | tuple[int, str] = sub.raw if user is None else (id(user), sub.raw)

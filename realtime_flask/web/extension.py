@@ -1,4 +1,4 @@
-"""The Flask extension: ``Realtime(app)`` / ``init_app`` and ``broadcast``.
+"""The Flask extension: ``Realtime(app)`` / ``init_app``, ``broadcast`` and ``send``.
 
 Rule: the extension object is app-agnostic; per-app state (the hub:
 ``realtime_flask.engine.hub.RealtimeState``) lives in
@@ -18,6 +18,7 @@ from realtime_flask import runtime
 from realtime_flask.config import Settings
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.events import Event
+from realtime_flask.core.events import TopicMessage
 from realtime_flask.engine.broker import Broker
 from realtime_flask.engine.broker import MemoryBroker
 from realtime_flask.engine.hub import RESET_EVENT
@@ -33,6 +34,7 @@ from realtime_flask.web.state import EXTENSION_KEY
 from realtime_flask.web.state import get_state
 
 if t.TYPE_CHECKING:
+    from realtime_flask.engine.access import TopicAuthorizer
     from realtime_flask.engine.access import Visibility
 
 __all__ = [
@@ -68,6 +70,10 @@ class Realtime:
         # later, in a view that changed a record:
         realtime.broadcast("posts", "update", {"id": post.id, "title": post.title})
 
+        # or a custom message to a topic that is not a collection
+        # (the SDK: pb.realtime.subscribe("chat-room-1", (data) => ...)):
+        realtime.send("chat-room-1", {"from": user.id, "text": "hi"})
+
     :param app: initialise at once for this app (else call ``init_app``).
     :param broker: the event broker; by default ``build_broker(settings)``: a
         RedisBroker with ``REALTIME_REDIS_URL``, else a process-local MemoryBroker.
@@ -76,6 +82,16 @@ class Realtime:
     :param visibility: who sees which event (``realtime_flask.engine.access``), e.g.
         ``PythonRules({...})``; by default every subscriber sees every event.
     :param auth_refresher: re-reads a resumed client's auth (None = keep it as parked).
+    :param topic_authorizer: who may receive which custom message (``send``):
+        called as ``topic_authorizer(auth, topic)`` with the subscriber's
+        AuthUser (None for a guest) and the message's topic; a true result lets
+        the frame go out.  Asked once per message per distinct auth record, in
+        the fan-out of every worker (and again on a resume's replay), never
+        when a client subscribes, so a revoked right takes effect on the next
+        message.  One that raises withholds that subscriber's frame and is
+        logged; the stream and the other subscribers carry on.  Keep it fast:
+        it runs in the fan-out.  None (the default): every subscriber of the
+        topic receives it, as in PocketBase.
     """
 
     def __init__(
@@ -86,11 +102,13 @@ class Realtime:
         auth_resolver: AuthResolver | None = None,
         visibility: Visibility | None = None,
         auth_refresher: AuthRefresher | None = None,
+        topic_authorizer: TopicAuthorizer | None = None,
     ) -> None:
         self._broker = broker
         self._auth_resolver = auth_resolver
         self._visibility = visibility
         self._auth_refresher = auth_refresher
+        self._topic_authorizer = topic_authorizer
         if app is not None:
             self.init_app(app)
 
@@ -102,6 +120,7 @@ class Realtime:
         auth_resolver: AuthResolver | None = None,
         visibility: Visibility | None = None,
         auth_refresher: AuthRefresher | None = None,
+        topic_authorizer: TopicAuthorizer | None = None,
     ) -> None:
         """Build ``app``'s hub, start it and register the realtime routes.
 
@@ -137,6 +156,7 @@ class Realtime:
             visibility=visibility,
             router=_build_router(settings, manager),
             auth_refresher=_first(auth_refresher, self._auth_refresher),
+            topic_authorizer=_first(topic_authorizer, self._topic_authorizer),
         )
         state.start()
         app.extensions[EXTENSION_KEY] = state
@@ -173,6 +193,30 @@ class Realtime:
         return state.publish(
             Event(collection, action, record, collection_id=collection_id, unfiltered=unfiltered)
         )
+
+    def send(self, topic: str, data: object, *, app: Flask | None = None) -> TopicMessage:
+        """Send a custom message: ``data`` to every client subscribed to ``topic``.
+
+        PocketBase's custom messages (``subscriptions.Message`` sent by app
+        code to the clients with that subscription).  ``topic`` is any text a
+        client may subscribe to, a collection's name or not (``chat-room-1``,
+        ``orders/42``); ``data`` any JSON value.  Each subscription whose topic,
+        without ``?options=``, equals ``topic`` gets one frame: the event name
+        is the topic exactly as that client subscribed it, the data one line of
+        compact JSON, so the SDK's ``pb.realtime.subscribe(topic, cb)`` calls
+        ``cb(data)`` (the SDK passes ``{}`` for a falsy value: ``null``,
+        ``false``, ``0``, ``""``).  The ``topic_authorizer`` given to
+        ``Realtime`` decides who receives it (default: everyone subscribed).
+
+        It takes the record events' path: an id from the broker, every worker
+        under Redis, and a replay on ``Last-Event-ID`` resume.  Returns the
+        published message (its id as for ``broadcast``).
+        Raises InvalidEvent for a topic that is empty, holds ``"?"`` or a
+        control character, is longer than 2500 UTF-8 bytes or is
+        ``PB_CONNECT``/``RF_RESET``, and for data that is not JSON-serialisable.
+        """
+        state = get_state(app)
+        return state.publish(TopicMessage(topic, data))
 
     def state(self, app: Flask | None = None) -> RealtimeState:
         return get_state(app)

@@ -1,21 +1,29 @@
 """``POST /api/realtime/publish``: the standalone service's way to emit an event.
 
-Until an app writes records itself, this route lets a trusted caller publish
-``{"collection", "action", "record"}``.  It is guarded by the bearer secret in
+A trusted caller publishes either a record event,
+``{"collection", "action", "record", "collectionId"?, "unfiltered"?}``, or a
+custom message (``Realtime.send``), ``{"topic": "chat-room-1", "data": <any
+JSON value>}`` and nothing else.  It is guarded by the bearer secret in
 ``REALTIME_PUBLISH_SECRET`` and disabled (404) while that is empty.  An event of
 a collection of the record store is filtered by that collection's rules like a
-write through the API, unless the body says ``"unfiltered": true``.
+write through the API, unless the body says ``"unfiltered": true``; a custom
+message reaches every subscriber of its topic (the standalone service has no
+topic authorizer).  Answers ``{"id": <log position>}`` (``""`` under Redis,
+where the log assigns it), or 400 with PocketBase's error body for a body of
+another shape, changing nothing.
 """
 
 from __future__ import annotations
 
 import hmac
+import typing as t
 
 from flask import Blueprint
 from flask import request
 from werkzeug.exceptions import HTTPException
 
 from realtime_flask.core.events import Event
+from realtime_flask.core.events import TopicMessage
 from realtime_flask.errors import BadRequest
 from realtime_flask.errors import RealtimeError
 from realtime_flask.errors import Unauthorized
@@ -52,6 +60,8 @@ def publish() -> tuple[dict[str, object], int]:
         body = None
     if body is None:
         raise BadRequest("The body must be a JSON object.")
+    if "topic" in body:
+        return {"id": get_state().publish(_message(body)).id}, 200
     collection = body.get("collection")
     action = body.get("action")
     record = body.get("record")
@@ -73,3 +83,16 @@ def publish() -> tuple[dict[str, object], int]:
         raise BadRequest(exc.message) from None
     published = get_state().publish(event)
     return {"id": published.id}, 200
+
+
+def _message(body: dict[str, object]) -> TopicMessage:
+    """The custom message of a ``{"topic", "data"}`` body; BadRequest for any other shape."""
+    extra = sorted(set(body) - {"topic", "data"})
+    if extra:
+        raise BadRequest(f"A topic message takes only topic and data, not {', '.join(extra)}.")
+    if "data" not in body:
+        raise BadRequest("data is required (any JSON value).")
+    try:
+        return TopicMessage(t.cast(str, body["topic"]), body["data"])
+    except RealtimeError as exc:
+        raise BadRequest(exc.message) from None

@@ -23,6 +23,8 @@ from realtime_flask.cluster.broker import HISTORY_LOST
 from realtime_flask.cluster.broker import OUTBOX_OVERFLOW
 from realtime_flask.cluster.broker import RedisBroker
 from realtime_flask.core.events import Event
+from realtime_flask.core.events import Published
+from realtime_flask.core.events import TopicMessage
 from realtime_flask.errors import BrokerUnavailable
 from realtime_flask.errors import InvalidEvent
 from tests.support.clock import FakeClock
@@ -52,7 +54,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.log: list[tuple[str, object, str]] = []  # ("event", n, id) | ("reset", reason, "")
-        self.full: list[Event] = []
+        self.full: list[Published] = []
         self._cond = threading.Condition()
 
     def attach(self, broker: RedisBroker) -> Recorder:
@@ -60,9 +62,12 @@ class Recorder:
         broker.subscribe_reset(self.on_reset)
         return self
 
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: Published) -> None:
         with self._cond:
-            self.log.append(("event", event.record.get("n"), event.id))
+            if isinstance(event, TopicMessage):
+                self.log.append(("message", event.topic, event.id))
+            else:
+                self.log.append(("event", event.record.get("n"), event.id))
             self.full.append(event)
             self._cond.notify_all()
 
@@ -199,9 +204,76 @@ def test_event_fields_survive_the_wire(make_broker: MakeBroker) -> None:
     broker.publish(sent)
     rec.wait_events(1)
     got = rec.full[0]
+    assert isinstance(got, Event)
     assert got == sent.with_id(got.id)
     assert got.stored == {"id": "r1", "secret": "hidden"}
     assert got.collection_id == "pbc_123"
+
+
+def test_custom_messages_share_the_log_with_record_events(
+    make_broker: MakeBroker, raw: redis.Redis
+) -> None:
+    a, b = make_broker(), make_broker()
+    rec_a, rec_b = Recorder().attach(a), Recorder().attach(b)
+    a.start()
+    b.start()
+    data = {"text": "h\u00e9llo \U0001f600", "list": [1, 2.5, None, False], "nested": {"k": ""}}
+    a.publish(ev(0))
+    sent = a.publish(TopicMessage("chat-room-1", data))
+    assert sent.id == ""  # the log assigns it
+    b.publish(ev(1))
+    for rec in (rec_a, rec_b):
+        rec.wait(lambda r: len(r.log) >= 3)
+    assert [kind for kind, _, _ in rec_a.log] == ["event", "message", "event"]
+    assert rec_a.log == rec_b.log  # one order for every process, ids included
+    got = rec_b.full[1]
+    assert isinstance(got, TopicMessage)
+    assert (got.topic, got.data, got.data_json) == ("chat-room-1", data, sent.data_json)
+    assert got.id == rec_a.log[1][2]
+    # events stay version 1 (readable by the previous release); messages are version 2
+    assert [fields["v"] for _, fields in entries(raw)] == ["1", "2", "1"]
+    assert "m" in entries(raw)[1][1] and "e" not in entries(raw)[1][1]
+    # and a resume's history holds the message in its place
+    history = a.history(rec_a.ids()[0], 10)
+    assert history is not None and [e.id for e in history] == [got.id, rec_a.ids()[1]]
+    assert history[0] == got
+
+
+def test_entries_of_every_readable_version_decode_and_bad_messages_are_skipped(
+    make_broker: MakeBroker, raw: redis.Redis
+) -> None:
+    broker = make_broker()
+    rec = Recorder().attach(broker)
+    broker.start()
+    broker.publish(ev(0))
+    rec.wait_events(1)
+
+    def event(n: int) -> str:
+        return json.dumps(
+            {"collection": "posts", "action": "create", "record": {"id": "x", "n": n}}
+        )
+
+    raw.xadd(STREAM, {"v": "1", "e": event(1)})  # the first release's record event
+    raw.xadd(STREAM, {"v": "2", "e": event(2)})
+    raw.xadd(STREAM, {"v": "2", "m": json.dumps({"topic": "room", "data": [1]})})
+    raw.xadd(STREAM, {"v": "2", "m": "not json"})
+    raw.xadd(STREAM, {"v": "2", "m": json.dumps({"topic": "room"})})  # no data
+    raw.xadd(STREAM, {"v": "2", "m": json.dumps({"topic": "PB_CONNECT", "data": 1})})
+    raw.xadd(STREAM, {"v": "2", "m": json.dumps({"topic": 5, "data": 1})})
+    raw.xadd(STREAM, {"v": "2", "m": '{"topic":"room","data":NaN}'})
+    raw.xadd(STREAM, {"v": "3", "m": json.dumps({"topic": "room", "data": 2})})  # newer: skipped
+    broker.publish(ev(3))
+    rec.wait_events(4)
+    assert [(kind, n) for kind, n, _ in rec.log] == [
+        ("event", 0),
+        ("event", 1),
+        ("event", 2),
+        ("message", "room"),
+        ("event", 3),
+    ]
+    message = rec.full[3]
+    assert isinstance(message, TopicMessage) and message.data == [1]
+    assert rec.resets() == []
 
 
 def test_two_processes_see_every_event_in_the_same_order(make_broker: MakeBroker) -> None:
@@ -226,7 +298,7 @@ def test_a_failing_handler_does_not_stop_the_others(
 ) -> None:
     broker = make_broker()
 
-    def boom(event: Event) -> None:
+    def boom(event: Published) -> None:
         raise RuntimeError("handler bug")
 
     broker.subscribe(boom)
@@ -258,8 +330,8 @@ def test_history_returns_the_later_events_and_none_once_trimmed(make_broker: Mak
     rec.wait_events(3)
     ids = rec.ids()
 
-    def numbers(events: list[Event] | None) -> list[object] | None:
-        return None if events is None else [e.record["n"] for e in events]
+    def numbers(events: list[Published] | None) -> list[object] | None:
+        return None if events is None else [t.cast(Event, e).record["n"] for e in events]
 
     history = broker.history(ids[0], 10)
     assert numbers(history) == [1, 2]
@@ -290,7 +362,7 @@ def test_foreign_malformed_duplicate_and_reset_entries(
     broker.publish(ev(0))
     rec.wait_events(1)
     payload = json.dumps({"collection": "posts", "action": "create", "record": {"id": "x", "n": 1}})
-    raw.xadd(STREAM, {"v": "2", "e": payload})  # a newer wire version: skipped
+    raw.xadd(STREAM, {"v": "3", "e": payload})  # a newer wire version: skipped
     raw.xadd(STREAM, {"v": "1", "e": "not json"})
     raw.xadd(STREAM, {"v": "1", "e": json.dumps({"collection": "posts", "action": "explode"})})
     raw.xadd(STREAM, {"v": "1", "e": payload, "o": "other", "s": "7"})
@@ -301,7 +373,7 @@ def test_foreign_malformed_duplicate_and_reset_entries(
     assert rec.resets() == []
     first = rec.ids()[0]
     history = broker.history(first, 10)
-    assert history is not None and [e.record["n"] for e in history] == [1, 2]
+    assert history is not None and [t.cast(Event, e).record["n"] for e in history] == [1, 2]
 
     raw.xadd(STREAM, {"v": "1", "reset": OUTBOX_OVERFLOW})
     broker.publish(ev(3))
@@ -371,8 +443,8 @@ def test_history_lost_when_the_stream_was_trimmed_past_a_listener(
     away = make_broker(history_size=5, approximate_trim=False)
     entered, gate = threading.Event(), threading.Event()
 
-    def stall_on_first(event: Event) -> None:
-        if event.record["n"] == 0:
+    def stall_on_first(event: Published) -> None:
+        if isinstance(event, Event) and event.record["n"] == 0:
             entered.set()
             gate.wait(WAIT)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from realtime_flask.core.events import Event
+from realtime_flask.core.events import Published
 from realtime_flask.engine.broker import MemoryBroker
 
 
@@ -25,7 +26,7 @@ def test_a_failing_handler_does_not_stop_the_others() -> None:
     broker = MemoryBroker()
     seen: list[str] = []
 
-    def boom(event: Event) -> None:
+    def boom(event: Published) -> None:
         raise RuntimeError("boom")
 
     broker.subscribe(boom)
@@ -46,7 +47,7 @@ def test_delivery_greenlet_mode_keeps_order_and_returns_before_delivery() -> Non
     seen: list[str] = []
     done = threading.Event()
 
-    def handler(event: Event) -> None:
+    def handler(event: Published) -> None:
         seen.append(event.id)
         if len(seen) == 100:
             done.set()

@@ -9,10 +9,12 @@ the broker stays open, so a write served meanwhile still reaches the log.
 from __future__ import annotations
 
 import random
+import typing as t
 
 from flask import Flask
 
 from realtime_flask.core import sse
+from realtime_flask.core.events import Event
 from realtime_flask.engine.broker import MemoryBroker
 from realtime_flask.engine.hub import MIN_DRAIN_RETRY_MS
 from realtime_flask.engine.hub import drain_retry_ms
@@ -72,7 +74,7 @@ def test_writes_during_a_drain_still_publish_and_after_close_answer_503() -> Non
     assert during.status_code == 200
     assert isinstance(state.broker, MemoryBroker)
     logged = state.broker.history(None, 100)  # the log the streams are fed from
-    assert [e.record["title"] for e in logged or []] == ["while draining"]
+    assert [t.cast(Event, e).record["title"] for e in logged or []] == ["while draining"]
     state.close()
     after = client.post("/api/collections/posts/records", json={"title": "after close"})
     assert after.status_code == 503

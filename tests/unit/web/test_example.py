@@ -79,3 +79,28 @@ def test_owner_only_notes_and_public_announcements(example_app: Flask) -> None:
     for s in (alice, bob, guest):
         s.close()
     realtime.shutdown()
+
+
+def test_chat_rooms_are_custom_topics_sent_from_the_apps_route(example_app: Flask) -> None:
+    alice = subscribe(example_app, "alice", ["rooms/staff", "rooms/lobby"])
+    bob = subscribe(example_app, "bob", ["rooms/staff", "rooms/lobby"])
+    guest = subscribe(example_app, None, ["rooms/lobby"])
+    client = example_app.test_client()
+    for who, room, text in (("alice", "staff", "members only"), ("bob", "lobby", "hi all")):
+        answer = client.post(
+            f"/rooms/{room}/messages", json={"text": text}, headers={"Authorization": who}
+        )
+        assert answer.status_code == 200
+    assert client.post("/rooms/lobby/messages", json={"text": "anon"}).status_code == 401
+    got = alice.next_events(2)
+    assert [(e.event, json.loads(e.data)) for e in got] == [
+        ("rooms/staff", {"room": "staff", "from": "alice", "text": "members only"}),
+        ("rooms/lobby", {"room": "lobby", "from": "bob", "text": "hi all"}),
+    ]
+    # bob is no member of staff: his first frame is the lobby's, as the guest's
+    for stream in (bob, guest):
+        e = stream.next_event()
+        assert (e.event, json.loads(e.data)["text"]) == ("rooms/lobby", "hi all")
+    for s in (alice, bob, guest):
+        s.close()
+    get_state(example_app).shutdown()
