@@ -53,6 +53,11 @@ from realtime_flask.engine.client import MAX_LIFETIME_REASON
 from realtime_flask.engine.client import ParkedClient
 from realtime_flask.engine.client import RealtimeClient
 from realtime_flask.engine.client import new_client_id
+from realtime_flask.engine.ops import DELETED_REASON
+from realtime_flask.engine.ops import ManagerStats
+from realtime_flask.engine.ops import collections_of
+from realtime_flask.engine.ops import describe
+from realtime_flask.engine.ops import log_client
 from realtime_flask.engine.reaper import IDLE_TIMEOUT_REASON
 from realtime_flask.engine.reaper import SLOW_CONSUMER_REASON
 from realtime_flask.engine.reaper import WRITE_TIMEOUT_REASON
@@ -69,8 +74,10 @@ if t.TYPE_CHECKING:
     from realtime_flask.engine.access import EventView
 
 __all__ = [
+    "DELETED_REASON",
     "ClientQueue",
     "DispatchResult",
+    "ManagerStats",
     "ParkedClient",
     "QueueClosed",
     "Reaper",
@@ -82,7 +89,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
 Clock = t.Callable[[], float]
 
 
@@ -176,6 +182,9 @@ class RealtimeManager:
         self.write_timeout = write_timeout
         #: Clients closed so far, by reason (idle timeout, slow consumer, ...): metrics.
         self.closed_by_reason: collections.Counter[str] = collections.Counter()
+        #: Frames that never reached their client, by the client's close reason:
+        #: still queued when it closed, or refused by its full queue (metrics).
+        self.frames_dropped_by_reason: collections.Counter[str] = collections.Counter()
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.clock = clock
@@ -229,6 +238,7 @@ class RealtimeManager:
                 client.user = resume.user  # not indexed yet
                 client.subscriptions = _dedupe(resume.subscriptions)
                 self._index_locked(client)
+            log_client("connect", client, resumed="true")
             return client
         while True:
             client = RealtimeClient(self._id_factory(), controller, now, remote_addr)
@@ -236,7 +246,9 @@ class RealtimeManager:
                 if client.id not in self._clients:
                     self._admit_locked(remote_addr)
                     self._clients[client.id] = client
-                    return client
+                    break
+        log_client("connect", client)
+        return client
 
     def _admit_locked(self, remote_addr: str | None) -> None:
         """Count one more client of ``remote_addr``, or TooManyClients (429) past a cap."""
@@ -278,8 +290,11 @@ class RealtimeManager:
             client.subscriptions = ()
             client.close_reason = reason
             self.closed_by_reason[reason] += 1
+            pending = client.controller.qsize()
+            if pending:
+                self.frames_dropped_by_reason[reason] += pending
         client.controller.close()
-        logger.debug("realtime client %s closed: %s", client_id, reason)
+        log_client("disconnect", client, reason=reason, seconds=f"{parked.age:.1f}")
         for callback in self._on_remove:
             try:
                 callback(parked)
@@ -302,6 +317,43 @@ class RealtimeManager:
     def client_ids(self) -> list[str]:
         with self._lock:
             return list(self._clients)
+
+    def stats(self) -> ManagerStats:
+        """Counts for metrics, read under the lock in one pass over the clients.
+
+        ``subscriptions`` maps each collection (or custom topic) as written in
+        the topics to the subscriptions on it; ``queued_frames``/``queued_bytes``
+        sum every client's queue.
+        """
+        with self._lock:
+            clients = list(self._clients.values())
+            subscriptions = {
+                name: sum(len(entry[2]) for entry in bucket.values())
+                for name, bucket in self._index.items()
+            }
+            closed = dict(self.closed_by_reason)
+            frames_dropped = dict(self.frames_dropped_by_reason)
+        return ManagerStats(
+            open=len(clients),
+            subscriptions=subscriptions,
+            closed=closed,
+            frames_dropped=frames_dropped,
+            queued_frames=sum(c.controller.qsize() for c in clients),
+            queued_bytes=sum(c.controller.qbytes() for c in clients),
+        )
+
+    def describe_clients(self, *, wall_clock: Clock = time.time) -> list[dict[str, object]]:
+        """Every connected client as JSON-ready data (``GET /api/realtime/clients``).
+
+        ``{"id", "authRecordId", "authCollectionId", "authCollectionName",
+        "subscriptions": [<topic>, ...], "connectedAt": <ISO 8601 UTC>,
+        "queuedFrames", "queuedBytes", "remoteAddr"}``; the auth keys are ``""``
+        for a guest.  ``connectedAt`` converts the manager's clock to wall time.
+        """
+        with self._lock:
+            rows = [(c, c.user, c.subscriptions) for c in self._clients.values()]
+        offset = wall_clock() - self.clock()
+        return [describe(client, user, subs, offset) for client, user, subs in rows]
 
     def index_size(self) -> int:
         """Number of (collection, client) index entries; 0 once every client is gone."""
@@ -371,7 +423,8 @@ class RealtimeManager:
             client.subscriptions = subs
             self._index_locked(client)
             client.last_activity = now
-            return client
+        log_client("subscribe", client, topics=str(len(subs)), collections=collections_of(subs))
+        return client
 
     def _require_locked(self, client_id: str) -> RealtimeClient:
         client = self._clients.get(client_id)
@@ -498,7 +551,7 @@ class RealtimeManager:
             if ok:
                 sent += count
                 reached += 1
-            elif self._drop_slow(client):
+            elif self._drop_slow(client, count):
                 dropped += 1
         return DispatchResult(frames=sent, clients=reached, dropped=dropped)
 
@@ -532,8 +585,8 @@ class RealtimeManager:
                     merged[client] = entry
         return list(merged.values())
 
-    def _drop_slow(self, client: RealtimeClient) -> bool:
-        """A put failed: disconnect ``client`` unless it was closed meanwhile."""
+    def _drop_slow(self, client: RealtimeClient, frames: int = 1) -> bool:
+        """A put of ``frames`` failed: disconnect ``client`` unless it was closed meanwhile."""
         if client.controller.closed:
             return False  # closed meanwhile: not a slow consumer
         if not self.remove_client(client.id, reason=SLOW_CONSUMER_REASON, expected=client):
@@ -541,6 +594,7 @@ class RealtimeManager:
         self._abort_write(client)  # a write blocked behind a full window would stay forever
         with self._lock:
             self.dropped_slow += 1
+            self.frames_dropped_by_reason[SLOW_CONSUMER_REASON] += frames
         logger.warning(
             "realtime client %s dropped: queue of %d frames is full", client.id, self.queue_size
         )
