@@ -99,8 +99,6 @@ class RealtimeState:
     #: Called after each fan-out pass of the broker's handler with the events
     #: it took, what it queued and the seconds it ran (metrics); never per client.
     on_dispatch: DispatchHook | None = None
-    #: Events handed to ``publish`` so far (metrics).
-    published: int = 0
 
     def start(self) -> None:
         """Subscribe to the broker (batches when it offers them) and its resets,
@@ -122,7 +120,6 @@ class RealtimeState:
 
     def publish(self, event: Event) -> Event:
         """Hand ``event`` to the broker; returns it with its id (see ``Broker.publish``)."""
-        self.published += 1
         return self.broker.publish(event)
 
     def deliver_many(self, events: list[Event]) -> DispatchResult:

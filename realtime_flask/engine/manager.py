@@ -53,7 +53,6 @@ from realtime_flask.engine.client import MAX_LIFETIME_REASON
 from realtime_flask.engine.client import ParkedClient
 from realtime_flask.engine.client import RealtimeClient
 from realtime_flask.engine.client import new_client_id
-from realtime_flask.engine.ops import DELETED_REASON
 from realtime_flask.engine.ops import ManagerStats
 from realtime_flask.engine.ops import collections_of
 from realtime_flask.engine.ops import describe
@@ -74,7 +73,6 @@ if t.TYPE_CHECKING:
     from realtime_flask.engine.access import EventView
 
 __all__ = [
-    "DELETED_REASON",
     "ClientQueue",
     "DispatchResult",
     "ManagerStats",
@@ -89,6 +87,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 Clock = t.Callable[[], float]
 
 
@@ -319,12 +318,7 @@ class RealtimeManager:
             return list(self._clients)
 
     def stats(self) -> ManagerStats:
-        """Counts for metrics, read under the lock in one pass over the clients.
-
-        ``subscriptions`` maps each collection (or custom topic) as written in
-        the topics to the subscriptions on it; ``queued_frames``/``queued_bytes``
-        sum every client's queue.
-        """
+        """Counts for metrics (see ``ManagerStats``), read in one pass under the lock."""
         with self._lock:
             clients = list(self._clients.values())
             subscriptions = {
@@ -343,13 +337,8 @@ class RealtimeManager:
         )
 
     def describe_clients(self, *, wall_clock: Clock = time.time) -> list[dict[str, object]]:
-        """Every connected client as JSON-ready data (``GET /api/realtime/clients``).
-
-        ``{"id", "authRecordId", "authCollectionId", "authCollectionName",
-        "subscriptions": [<topic>, ...], "connectedAt": <ISO 8601 UTC>,
-        "queuedFrames", "queuedBytes", "remoteAddr"}``; the auth keys are ``""``
-        for a guest.  ``connectedAt`` converts the manager's clock to wall time.
-        """
+        """Every connected client as JSON-ready rows (``engine.ops.describe``), for
+        ``GET /api/realtime/clients``; ``wall_clock`` dates ``connectedAt``."""
         with self._lock:
             rows = [(c, c.user, c.subscriptions) for c in self._clients.values()]
         offset = wall_clock() - self.clock()

@@ -61,8 +61,10 @@ def describe(
     subs: tuple[Subscription, ...],
     offset: float,
 ) -> dict[str, object]:
-    """One row of the client listing; ``offset`` turns the manager's clock into
-    Unix seconds.  The auth keys are ``""`` for a guest."""
+    """One row of the client listing: ``{"id", "authRecordId", "authCollectionId",
+    "authCollectionName", "subscriptions": [<topic>, ...], "connectedAt": <ISO 8601
+    UTC>, "queuedFrames", "queuedBytes", "remoteAddr"}``; the auth keys are ``""``
+    for a guest.  ``offset`` turns the manager's clock into Unix seconds."""
     return {
         "id": client.id,
         "authRecordId": user.id if user is not None else "",

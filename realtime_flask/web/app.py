@@ -128,8 +128,7 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
     settings = Settings.from_mapping(app.config)
     broker = build_broker(settings)
     try:
-        # Through the hub (once it is built): it counts what is published (metrics).
-        store = open_store(settings, on_event=lambda event: get_state(app).publish(event))
+        store = open_store(settings, on_event=broker.publish)
     except BaseException:
         broker.close()
         raise
