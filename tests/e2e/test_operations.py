@@ -314,3 +314,45 @@ def test_client_listing_shows_all_four_workers_and_a_delete_ends_a_stream_elsewh
             for conn in pinned.values():
                 conn.close()
             registry.close()
+
+
+# --- log lines --------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_gunicorn_logs_one_line_per_connect_subscribe_disconnect_and_no_secret(
+    tmp_path: Path,
+) -> None:
+    env = {"REALTIME_DATA_DIR": str(tmp_path / "data")}
+    password = "log-test-password-9"
+    with GunicornServer(workers=1, env=env) as server:
+        body = {"email": "logs@example.com", "password": password, "passwordConfirm": password}
+        status, user = request_json(
+            server.host, server.port, "POST", "/api/collections/users/records", body
+        )
+        assert status == 200, user
+        token = log_in(server, "users", "logs@example.com", password)
+        stream, client_id = open_stream(server)
+        topics = ["posts/*", f'posts?options={{"headers":{{"Authorization":"{token}"}}}}']
+        status, answer = request_json(
+            server.host,
+            server.port,
+            "POST",
+            "/api/realtime",
+            {"clientId": client_id, "subscriptions": topics},
+            headers={"Authorization": token},
+        )
+        assert status == 204, answer
+        stream.close()
+        wanted = f"event=disconnect client={client_id} auth={user['id']}"
+        wait_until(lambda: wanted in server.log_text(), WAIT, message=server.log_tail)
+        lines = [line for line in server.log_text().splitlines() if client_id in line]
+        assert [line.split(" event=")[1].split()[0] for line in lines] == [
+            "connect",
+            "subscribe",
+            "disconnect",
+        ], lines
+        assert f"auth={user['id']} collection=users" in lines[1] and "topics=2" in lines[1]
+        text = server.log_text()
+        for secret in (token, password, token.split(".")[2]):
+            assert secret not in text
