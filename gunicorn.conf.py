@@ -1,5 +1,10 @@
 # gunicorn reads this file from the working directory: `gunicorn wsgi:app`.
 # Command-line flags win over these values.
+# child_exit, on_exit and on_starting keep the workers' metrics in one folder
+# (prometheus_client's multi-process mode): see realtime_flask/server/gunicorn_hooks.py.
+from realtime_flask.server.gunicorn_hooks import child_exit  # noqa: F401
+from realtime_flask.server.gunicorn_hooks import on_exit  # noqa: F401
+from realtime_flask.server.gunicorn_hooks import on_starting  # noqa: F401
 from realtime_flask.server.gunicorn_hooks import post_worker_init  # noqa: F401
 from realtime_flask.server.gunicorn_hooks import worker_exit  # noqa: F401
 

@@ -15,6 +15,14 @@ from realtime_flask.errors import RealtimeError
 from realtime_flask.runtime import tune_gc
 from realtime_flask.web.app import create_app
 
+if not logging.getLogger().handlers:  # nobody configured logging (gunicorn sets up its own only)
+    # Warnings to stderr, and the service's INFO lines: one per connect, subscription
+    # change and disconnect (docs/operations.md).  A --log-config of yours wins.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("realtime_flask").setLevel(logging.INFO)
+
 try:
     app = create_app()
 except RealtimeError as exc:  # a bad setting or schema, or a missing extra: one line
@@ -26,6 +34,5 @@ if __name__ == "__main__":
     from realtime_flask.server.serve import serve
     from realtime_flask.web.extension import get_state
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_state(app).settings
     serve(app, settings.host, settings.port)

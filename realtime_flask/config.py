@@ -29,6 +29,7 @@ DEFAULTS: t.Final[Mapping[str, object]] = {
     "REALTIME_REAPER_INTERVAL": 5.0,
     "REALTIME_CORS_ORIGIN": "*",
     "REALTIME_PUBLISH_SECRET": "",
+    "REALTIME_METRICS_TOKEN": "",
     "REALTIME_REDIS_URL": "",
     "REALTIME_HISTORY_SIZE": 10000,
     "REALTIME_OUTBOX_SIZE": 10000,
@@ -69,6 +70,9 @@ DOCS: t.Final[Mapping[str, str]] = {
     "(PocketBase allows `*`); empty turns CORS headers off.",
     "REALTIME_PUBLISH_SECRET": "Standalone service only: bearer secret for "
     "`POST /api/realtime/publish`; empty (the default) disables that route.",
+    "REALTIME_METRICS_TOKEN": "Bearer token that may read `GET /api/realtime/metrics` "
+    "(Prometheus) besides a superuser's token; empty: superusers only (in extension mode: "
+    "those your `auth_resolver` marks `superuser`). See `docs/operations.md`.",
     "REALTIME_REDIS_URL": "Redis URL (`redis://host:6379/0`): share one event log and the "
     "client registry between workers and hosts; empty = one process, in-memory broker.",
     "REALTIME_HISTORY_SIZE": "Events kept in the log (Redis Stream `MAXLEN ~`, or the memory "
@@ -164,6 +168,7 @@ class Settings:
     reaper_interval: float
     cors_origin: str
     publish_secret: str
+    metrics_token: str
     redis_url: str
     history_size: int
     outbox_size: int
@@ -216,6 +221,7 @@ class Settings:
             ),
             cors_origin=_text("REALTIME_CORS_ORIGIN", get("REALTIME_CORS_ORIGIN")),
             publish_secret=_text("REALTIME_PUBLISH_SECRET", get("REALTIME_PUBLISH_SECRET")),
+            metrics_token=_text("REALTIME_METRICS_TOKEN", get("REALTIME_METRICS_TOKEN")),
             redis_url=_text("REALTIME_REDIS_URL", get("REALTIME_REDIS_URL")),
             history_size=_number("REALTIME_HISTORY_SIZE", get("REALTIME_HISTORY_SIZE"), int, 1),
             outbox_size=_number("REALTIME_OUTBOX_SIZE", get("REALTIME_OUTBOX_SIZE"), int, 1),

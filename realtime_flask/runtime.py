@@ -378,6 +378,9 @@ class ClientQueue(t.Protocol):
 
     def qsize(self) -> int: ...
 
+    def qbytes(self) -> int:
+        """Bytes queued (metrics, the client listing)."""
+
 
 def new_client_queue(maxsize: int, maxbytes: int = 0) -> ClientQueue:
     """A ``ClientQueue`` for the running runtime (gevent's when active).
@@ -471,6 +474,9 @@ class _ThreadClientQueue:
 
     def qsize(self) -> int:
         return len(self._frames)
+
+    def qbytes(self) -> int:
+        return self._bytes
 
 
 class _GeventClientQueue:
@@ -623,6 +629,9 @@ class _GeventClientQueue:
 
     def qsize(self) -> int:
         return len(self._frames)
+
+    def qbytes(self) -> int:
+        return self._bytes
 
 
 # -- peer EOF ------------------------------------------------------------------------

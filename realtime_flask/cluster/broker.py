@@ -260,6 +260,7 @@ class RedisBroker:
         self._queued_resets = 0
         self._seq = itertools.count(1)
         self._dropped = 0
+        self._published = 0
         self._handlers: list[BatchHandler] = []
         self._reset_handlers: list[ResetHandler] = []
         self._started = False
@@ -303,6 +304,7 @@ class RedisBroker:
         with self._lock:
             if self._closed:
                 return event.with_id("") if event.id else event
+            self._published += 1
             if len(self._outbox) - self._queued_resets >= self.outbox_size:
                 self._dropped += 1
                 if not (self._outbox and self._outbox[-1].is_reset):
@@ -444,7 +446,8 @@ class RedisBroker:
         listener has no start position yet, or the oldest outbox event has
         waited longer than ``degraded_after`` seconds.  ``outbox`` counts
         events waiting (not control entries); ``dropped`` counts events lost to
-        a full outbox since start; ``lastId`` is the listener's position.
+        a full outbox since start; ``published`` counts ``publish`` calls (the
+        dropped ones too); ``lastId`` is the listener's position.
         """
         now = self._clock()
         with self._lock:
@@ -452,6 +455,7 @@ class RedisBroker:
             waiting = len(self._outbox) - self._queued_resets
             oldest = self._outbox[0].queued_at if self._outbox else None
             dropped = self._dropped
+            published = self._published
         failing = self._publish_failing or self._listen_failing
         stale = oldest is not None and now - oldest > self._degraded_after
         return {
@@ -460,6 +464,7 @@ class RedisBroker:
             "degraded": failing or stale or (started and not self._baseline_ready.is_set()),
             "outbox": waiting,
             "dropped": dropped,
+            "published": published,
             "lastId": self._last_id,
         }
 

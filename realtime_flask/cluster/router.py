@@ -44,6 +44,20 @@ Messages, version ``"1"`` (JSON text)::
 
     <auth> = {"collectionId", "id", "collectionName", "record", "superuser"}
 
+Operators' commands (``GET``/``DELETE /api/realtime/clients``) travel the same
+control lists; ``op`` absent means the subscription command above.  A worker
+of an older build logs such a command as failed and does not answer: the
+listing names it in ``unanswered``, a delete answers 404 after the timeout::
+
+    RPUSH <prefix>:ctl:<node>   {"v": "1", "op": "clients", "req": <id>, "until": ...}
+    RPUSH <prefix>:reply:<req>  {"v": "1", "status": 200, "node": <node id>, "items": [...]}
+    RPUSH <prefix>:ctl:<node>   {"v": "1", "op": "close", "req": <id>, "until": ..., "client": <id>}
+    RPUSH <prefix>:reply:<req>  {"v": "1", "status": 204 | 404}
+    ZADD  <prefix>:nodes <unix seconds> <node>    (each heartbeat: the nodes to ask)
+
+A listing sends one ``clients`` command to every live node and gathers
+their replies from one reply list for at most ``reply_timeout`` seconds.
+
 The owner drops a command it reads after ``until``: its POST has answered 404
 by then and must not change anything later.
 """
@@ -68,11 +82,14 @@ from realtime_flask.cluster._redis import user_to_json
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.topics import Subscription
 from realtime_flask.core.topics import parse_topic
+from realtime_flask.engine.client import DELETED_REASON
 from realtime_flask.engine.client import ParkedClient
 from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.engine.router import ClientListing
 from realtime_flask.engine.router import LocalRouter
 from realtime_flask.errors import AccessDenied
 from realtime_flask.errors import BadRequest
+from realtime_flask.errors import BrokerUnavailable
 from realtime_flask.errors import ClientNotFound
 from realtime_flask.errors import RealtimeError
 
@@ -171,6 +188,10 @@ class RedisRouter:
     def _ctl_key(self, node: str) -> str:
         return f"{self.prefix}:ctl:{node}"
 
+    @property
+    def _nodes_key(self) -> str:
+        return f"{self.prefix}:nodes"
+
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -199,6 +220,7 @@ class RedisRouter:
         with contextlib.suppress(self._errors.any):
             self._flush_gone()
             self._r.delete(self._node_key(self.node_id))
+            self._r.zrem(self._nodes_key, self.node_id)
 
     def status(self) -> dict[str, object]:
         """``{"router": "redis", "node": <node id>, "connected": <last heartbeat succeeded>}``."""
@@ -210,6 +232,7 @@ class RedisRouter:
         # failed, and other workers may have swept this node's registry
         # entries meanwhile: register the local clients again.
         previous = self._r.set(self._node_key(self.node_id), "1", px=int(self.ttl * 1000), get=True)
+        self._r.zadd(self._nodes_key, {self.node_id: time.time()})  # for the client listing
         self.connected = True
         if previous is None or self._reregister:
             self._register_local()
@@ -250,6 +273,7 @@ class RedisRouter:
             try:
                 self._beat()
             except self._errors.any as exc:
+                self.connected = False  # /api/health: degraded until a beat succeeds
                 logger.warning("realtime router heartbeat failed: %s", exc)
 
     # -- registry -----------------------------------------------------------------------
@@ -441,8 +465,14 @@ class RedisRouter:
         command = t.cast("dict[str, t.Any]", message)
         if float(command.get("until", 0)) < time.time():
             logger.warning(
-                "realtime: dropped a late subscription command for %s", command.get("client")
+                "realtime: dropped a late %s command for %s",
+                command.get("op", "subscribe"),
+                command.get("client"),
             )
+            return
+        op = command.get("op", "subscribe")
+        if op != "subscribe":
+            self._apply_ops(op, command)
             return
         outcome: dict[str, object] = {"v": CONTROL_VERSION, "status": 204}
         try:
@@ -456,6 +486,136 @@ class RedisRouter:
             )
         except RealtimeError as exc:
             outcome = {"v": CONTROL_VERSION, "status": exc.status_hint, "message": exc.message}
+        reply_key = f"{self.prefix}:reply:{command['req']}"
+        pipe = self._ctl.pipeline(transaction=False)
+        pipe.rpush(reply_key, json.dumps(outcome))
+        pipe.expire(reply_key, 30)
+        pipe.execute()
+
+    # -- the client listing -------------------------------------------------------------
+
+    def list_clients(self) -> ClientListing:
+        """Every client of every live worker (of every host) sharing this Redis.
+
+        Scatter/gather: one ``clients`` command on each live node's control
+        list, all answering on one reply list, gathered for at most
+        ``reply_timeout`` seconds.  A worker that did not answer in time is
+        named in ``unanswered``; with Redis unreachable that is ``["*"]`` (the
+        other workers are unknown) and the items are this worker's only.
+        """
+        items = self._own_clients()
+        workers = [self.node_id]
+        unanswered: list[str] = []
+        try:
+            members = [str(n) for n in self._r.zrange(self._nodes_key, 0, -1)]
+            pipe = self._r.pipeline(transaction=False)
+            for node in members:
+                pipe.exists(self._node_key(node))
+            alive = pipe.execute()
+            dead = [n for n, up in zip(members, alive, strict=True) if not up]
+            if dead:  # heartbeats gone: a worker that beats again adds itself back
+                self._r.zrem(self._nodes_key, *dead)
+            others = [n for n, up in zip(members, alive, strict=True) if up and n != self.node_id]
+            request_id = _nanoid(size=21)
+            command = {"v": CONTROL_VERSION, "op": "clients", "req": request_id}
+            for reply in self._scatter(others, command, f"{self.prefix}:reply:{request_id}"):
+                answered = str(reply.get("node"))
+                rows = reply.get("items")
+                if answered in others and answered not in workers and isinstance(rows, list):
+                    workers.append(answered)
+                    items.extend(row for row in rows if isinstance(row, dict))
+            unanswered = [n for n in others if n not in workers]
+        except self._errors.any as exc:
+            logger.warning("realtime client listing: Redis unreachable (%s)", exc)
+            unanswered = ["*"]
+        return {"items": items, "workers": workers, "unanswered": unanswered}
+
+    def close_client(self, client_id: str) -> bool:
+        """End ``client_id``'s stream on whichever worker holds it (not resumable).
+
+        False when no live worker holds it (404).  Raises BrokerUnavailable
+        (503) when Redis is unreachable, and ClientNotFound when the owner did
+        not answer within ``reply_timeout``.
+        """
+        if self.manager.get_client(client_id) is not None:
+            return self.manager.remove_client(client_id, reason=DELETED_REASON)
+        try:
+            node = self._r.hget(self._clients_key, client_id)
+            if node is None or str(node) == self.node_id:
+                return False
+            node_id = str(node)
+            if not self._r.exists(self._node_key(node_id)):
+                self._forget_script(keys=[self._clients_key], args=[node_id, client_id])
+                return False
+            request_id = _nanoid(size=21)
+            command = {"v": CONTROL_VERSION, "op": "close", "req": request_id, "client": client_id}
+            reply_key = f"{self.prefix}:reply:{request_id}"
+            self._send(node_id, command)
+            reply = self._await_reply(reply_key, node_id, client_id)
+        except self._errors.any as exc:
+            raise BrokerUnavailable(f"Redis is unreachable: {exc}") from None
+        if reply is None:
+            raise ClientNotFound()
+        outcome = json.loads(reply[1])
+        return self._understands("control reply", outcome) and outcome.get("status") == 204
+
+    def _own_clients(self) -> list[dict[str, object]]:
+        items = self.manager.describe_clients()
+        for item in items:
+            item["worker"] = self.node_id
+        return items
+
+    def _send(self, node_id: str, command: dict[str, object]) -> None:
+        """Push ``command`` on ``node_id``'s control list (with a deadline ``until``)."""
+        command["until"] = time.time() + self.reply_timeout
+        pipe = self._r.pipeline(transaction=False)
+        pipe.rpush(self._ctl_key(node_id), json.dumps(command))
+        pipe.expire(self._ctl_key(node_id), int(max(self.ttl * 3, 30)))
+        pipe.execute()
+
+    def _scatter(
+        self, nodes: list[str], command: dict[str, object], reply_key: str
+    ) -> list[dict[str, t.Any]]:
+        """Send ``command`` to every node of ``nodes``; their replies to
+        ``reply_key``, as many as arrive within ``reply_timeout``."""
+        if not nodes:
+            return []
+        command["until"] = time.time() + self.reply_timeout
+        pipe = self._r.pipeline(transaction=False)
+        for node in nodes:
+            pipe.rpush(self._ctl_key(node), json.dumps(command))
+            pipe.expire(self._ctl_key(node), int(max(self.ttl * 3, 30)))
+        pipe.execute()
+        deadline = time.monotonic() + self.reply_timeout
+        replies: list[dict[str, t.Any]] = []
+        for _ in nodes:  # one reply per node at most
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            item = self._wait.blpop([reply_key], timeout=remaining)
+            if item is None:
+                break
+            try:
+                reply = json.loads(item[1])
+            except ValueError:
+                continue
+            if self._understands("control reply", reply):
+                replies.append(reply)
+        self._r.delete(reply_key)
+        return replies
+
+    def _apply_ops(self, op: object, command: dict[str, t.Any]) -> None:
+        """The operators' commands: ``clients`` (list this node's) and ``close``."""
+        outcome: dict[str, object]
+        if op == "clients":
+            outcome = {"v": CONTROL_VERSION, "status": 200, "node": self.node_id}
+            outcome["items"] = self._own_clients()
+        elif op == "close":
+            closed = self.manager.remove_client(str(command["client"]), reason=DELETED_REASON)
+            outcome = {"v": CONTROL_VERSION, "status": 204 if closed else 404}
+        else:
+            logger.warning("realtime router: ignoring an unknown control command %r", op)
+            return
         reply_key = f"{self.prefix}:reply:{command['req']}"
         pipe = self._ctl.pipeline(transaction=False)
         pipe.rpush(reply_key, json.dumps(outcome))

@@ -51,7 +51,8 @@ class Broker(t.Protocol):
         """Start background delivery (listeners), if any."""
 
     def status(self) -> dict[str, object]:
-        """Health: ``{"broker", "connected", "degraded", ...}``."""
+        """Health: ``{"broker", "connected", "degraded", ...}``; ``published``
+        (events handed to ``publish`` in this process) feeds the metrics."""
 
     def subscribe_reset(self, handler: t.Callable[[str], object]) -> None:
         """Call ``handler(reason)`` when events may have been lost."""
@@ -105,12 +106,14 @@ class MemoryBroker:
         self._pending: deque[Published] = deque()
         self._wake = threading.Condition(self._lock)
         self._started = False
+        self._published = 0
 
     def publish(self, event: P) -> P:
         if self._spawn is not None:
             with self._lock:
                 if self._closed:
                     return event
+                self._published += 1
                 stamped = event.with_id(str(next(self._counter)))
                 self._history.append(stamped)
                 self._pending.append(stamped)
@@ -120,6 +123,7 @@ class MemoryBroker:
             with self._lock:
                 if self._closed:
                     return event
+                self._published += 1
                 stamped = event.with_id(str(next(self._counter)))
                 self._history.append(stamped)
                 handlers = tuple(self._handlers)
@@ -157,7 +161,14 @@ class MemoryBroker:
     def status(self) -> dict[str, object]:
         with self._lock:
             last = self._history[-1].id if self._history else ""
-        return {"broker": "memory", "connected": True, "degraded": False, "lastId": last}
+            published = self._published
+        return {
+            "broker": "memory",
+            "connected": True,
+            "degraded": False,
+            "lastId": last,
+            "published": published,
+        }
 
     def subscribe_reset(self, handler: t.Callable[[str], object]) -> None:
         """Resets never happen in one process (nothing is ever lost); kept for the interface."""

@@ -28,6 +28,7 @@ from realtime_flask.runtime import ClientQueue
 __all__ = [
     "CLIENT_ID_ALPHABET",
     "CLIENT_ID_LENGTH",
+    "DELETED_REASON",
     "MAX_LIFETIME_REASON",
     "ParkedClient",
     "RealtimeClient",
@@ -40,6 +41,9 @@ CLIENT_ID_ALPHABET: t.Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm
 CLIENT_ID_LENGTH: t.Final = 40
 #: The close reason of a client that reached ``max_lifetime``: it is not resumable.
 MAX_LIFETIME_REASON: t.Final = "max lifetime reached"
+#: The close reason of a client ended by ``DELETE /api/realtime/clients/{id}``:
+#: not resumable either (its EventSource comes back as a new client).
+DELETED_REASON: t.Final = "deleted by a superuser"
 
 
 def new_client_id() -> str:
@@ -124,5 +128,5 @@ class ParkedClient:
 
     @property
     def resumable(self) -> bool:
-        """A client ended for its max lifetime must reconnect afresh."""
-        return self.reason != MAX_LIFETIME_REASON
+        """A client ended for its max lifetime, or by a superuser, must reconnect afresh."""
+        return self.reason not in (MAX_LIFETIME_REASON, DELETED_REASON)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import typing as t
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ __all__ = [
     "RESET_EVENT",
     "AuthRefresher",
     "AuthResolver",
+    "DispatchHook",
     "RealtimeState",
     "may_change_auth",
 ]
@@ -64,6 +66,8 @@ RESET_EVENT = "RF_RESET"
 #: Turns a request (whatever the web layer hands over) into the auth record it
 #: carries (None = guest).
 AuthResolver = t.Callable[[t.Any], AuthUser | None]
+#: Told about each fan-out pass: (events, what was queued, seconds it took).
+DispatchHook = t.Callable[[int, DispatchResult, float], object]
 #: Re-reads a resumed client's auth record: the fresh AuthUser, or None when it
 #: is gone or its tokenKey rotated (the client resumes as a guest).
 AuthRefresher = t.Callable[[AuthUser], AuthUser | None]
@@ -100,6 +104,9 @@ class RealtimeState:
     #: True from ``close`` on: events can no longer be published.
     closed: bool = False
     topic_authorizer: TopicAuthorizer | None = None
+    #: Called after each fan-out pass of the broker's handler with the events
+    #: it took, what it queued and the seconds it ran (metrics); never per client.
+    on_dispatch: DispatchHook | None = None
 
     def start(self) -> None:
         """Subscribe to the broker (batches when it offers them) and its resets,
@@ -138,6 +145,14 @@ class RealtimeState:
         fan-out pass (one write per client) for each stretch of events that
         change no connected client's auth; events that may are delivered alone,
         so auth side effects keep their place in the order."""
+        if self.on_dispatch is None:
+            return self._deliver_many(events)
+        started = time.perf_counter()
+        total = self._deliver_many(events)
+        self.on_dispatch(len(events), total, time.perf_counter() - started)
+        return total
+
+    def _deliver_many(self, events: Sequence[Published]) -> DispatchResult:
         total = DispatchResult(0, 0, 0)
         run: list[Published] = []
         for event in events:

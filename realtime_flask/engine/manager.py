@@ -2,8 +2,8 @@
 
 The manager holds the registry (client id -> client), the topic index
 (collection -> subscribed clients, with their auth and topics), dispatch and
-the one frame builder (``position_suffix``, ``client_frames`` and the
-per-event bodies) that the fan-out and a replay (``render``) share, so a
+the one frame builder (engine/frames.py: ``position_suffix``, ``client_frames``
+and the per-event bodies) that the fan-out and a replay (``render``) share, so a
 resumed client gets the very bytes a live one got.  A client's own state is
 engine/client.py; the reaper loop, and which clients it closes, engine/reaper.py.
 
@@ -54,6 +54,13 @@ from realtime_flask.engine.client import MAX_LIFETIME_REASON
 from realtime_flask.engine.client import ParkedClient
 from realtime_flask.engine.client import RealtimeClient
 from realtime_flask.engine.client import new_client_id
+from realtime_flask.engine.frames import EventBodies
+from realtime_flask.engine.frames import client_frames
+from realtime_flask.engine.frames import position_suffix
+from realtime_flask.engine.ops import ManagerStats
+from realtime_flask.engine.ops import collections_of
+from realtime_flask.engine.ops import describe
+from realtime_flask.engine.ops import log_client
 from realtime_flask.engine.reaper import IDLE_TIMEOUT_REASON
 from realtime_flask.engine.reaper import SLOW_CONSUMER_REASON
 from realtime_flask.engine.reaper import WRITE_TIMEOUT_REASON
@@ -72,6 +79,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "ClientQueue",
     "DispatchResult",
+    "ManagerStats",
     "ParkedClient",
     "QueueClosed",
     "Reaper",
@@ -85,27 +93,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Clock = t.Callable[[], float]
-
-
-def position_suffix(event_id: str) -> bytes:
-    """What follows the client id on an event's ``id:`` line: ``.<event id>`` and
-    the newline, so a plain EventSource can resume with ``Last-Event-ID``."""
-    return (b"." + event_id.encode() if event_id else b"") + b"\n"
-
-
-def client_frames(client: RealtimeClient, position: bytes, bodies: list[bytes]) -> list[bytes]:
-    """The frames ``client`` gets for one event's ``bodies``, in order.
-
-    Every frame starts with the client's ``id:`` line; only the last one names
-    the log position (``id:<clientId>.<event id>``, see ``position_suffix``),
-    so a stream cut between two frames of one event resumes before it.
-    """
-    if not bodies:
-        return []
-    if len(bodies) == 1:
-        return [client.id_prefix + position + bodies[0]]
-    head = [client.id_line + body for body in bodies[:-1]]
-    return [*head, client.id_prefix + position + bodies[-1]]
 
 
 #: A fan-out looks at the time once per this many clients.
@@ -177,6 +164,9 @@ class RealtimeManager:
         self.write_timeout = write_timeout
         #: Clients closed so far, by reason (idle timeout, slow consumer, ...): metrics.
         self.closed_by_reason: collections.Counter[str] = collections.Counter()
+        #: Frames that never reached their client, by the client's close reason:
+        #: still queued when it closed, or refused by its full queue (metrics).
+        self.frames_dropped_by_reason: collections.Counter[str] = collections.Counter()
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.clock = clock
@@ -230,6 +220,7 @@ class RealtimeManager:
                 client.user = resume.user  # not indexed yet
                 client.subscriptions = _dedupe(resume.subscriptions)
                 self._index_locked(client)
+            log_client("connect", client, resumed="true")
             return client
         while True:
             client = RealtimeClient(self._id_factory(), controller, now, remote_addr)
@@ -237,7 +228,9 @@ class RealtimeManager:
                 if client.id not in self._clients:
                     self._admit_locked(remote_addr)
                     self._clients[client.id] = client
-                    return client
+                    break
+        log_client("connect", client)
+        return client
 
     def _admit_locked(self, remote_addr: str | None) -> None:
         """Count one more client of ``remote_addr``, or TooManyClients (429) past a cap."""
@@ -279,8 +272,11 @@ class RealtimeManager:
             client.subscriptions = ()
             client.close_reason = reason
             self.closed_by_reason[reason] += 1
+            pending = client.controller.qsize()
+            if pending:
+                self.frames_dropped_by_reason[reason] += pending
         client.controller.close()
-        logger.debug("realtime client %s closed: %s", client_id, reason)
+        log_client("disconnect", client, reason=reason, seconds=f"{parked.age:.1f}")
         for callback in self._on_remove:
             try:
                 callback(parked)
@@ -303,6 +299,33 @@ class RealtimeManager:
     def client_ids(self) -> list[str]:
         with self._lock:
             return list(self._clients)
+
+    def stats(self) -> ManagerStats:
+        """Counts for metrics (see ``ManagerStats``), read in one pass under the lock."""
+        with self._lock:
+            clients = list(self._clients.values())
+            subscriptions = {
+                name: sum(len(entry[2]) for entry in bucket.values())
+                for name, bucket in self._index.items()
+            }
+            closed = dict(self.closed_by_reason)
+            frames_dropped = dict(self.frames_dropped_by_reason)
+        return ManagerStats(
+            open=len(clients),
+            subscriptions=subscriptions,
+            closed=closed,
+            frames_dropped=frames_dropped,
+            queued_frames=sum(c.controller.qsize() for c in clients),
+            queued_bytes=sum(c.controller.qbytes() for c in clients),
+        )
+
+    def describe_clients(self, *, wall_clock: Clock = time.time) -> list[dict[str, object]]:
+        """Every connected client as JSON-ready rows (``engine.ops.describe``), for
+        ``GET /api/realtime/clients``; ``wall_clock`` dates ``connectedAt``."""
+        with self._lock:
+            rows = [(c, c.user, c.subscriptions) for c in self._clients.values()]
+        offset = wall_clock() - self.clock()
+        return [describe(client, user, subs, offset) for client, user, subs in rows]
 
     def index_size(self) -> int:
         """Number of (collection, client) index entries; 0 once every client is gone."""
@@ -372,7 +395,8 @@ class RealtimeManager:
             client.subscriptions = subs
             self._index_locked(client)
             client.last_activity = now
-            return client
+        log_client("subscribe", client, topics=str(len(subs)), collections=collections_of(subs))
+        return client
 
     def _require_locked(self, client_id: str) -> RealtimeClient:
         client = self._clients.get(client_id)
@@ -462,7 +486,7 @@ class RealtimeManager:
         for (event, view), candidates in zip(items, audiences, strict=True):
             if not candidates:
                 continue
-            bodies = _EventBodies(event, view)
+            bodies = EventBodies(event, view)
             body_for = bodies.body_for
             position = position_suffix(event.id)  # encoded once, shared by every client
             for client, user, subs in candidates:
@@ -502,7 +526,7 @@ class RealtimeManager:
             if ok:
                 sent += count
                 reached += 1
-            elif self._drop_slow(client):
+            elif self._drop_slow(client, count):
                 dropped += 1
         return DispatchResult(frames=sent, clients=reached, dropped=dropped)
 
@@ -536,8 +560,8 @@ class RealtimeManager:
                     merged[client] = entry
         return list(merged.values())
 
-    def _drop_slow(self, client: RealtimeClient) -> bool:
-        """A put failed: disconnect ``client`` unless it was closed meanwhile."""
+    def _drop_slow(self, client: RealtimeClient, frames: int = 1) -> bool:
+        """A put of ``frames`` failed: disconnect ``client`` unless it was closed meanwhile."""
         if client.controller.closed:
             return False  # closed meanwhile: not a slow consumer
         if not self.remove_client(client.id, reason=SLOW_CONSUMER_REASON, expected=client):
@@ -545,6 +569,7 @@ class RealtimeManager:
         self._abort_write(client)  # a write blocked behind a full window would stay forever
         with self._lock:
             self.dropped_slow += 1
+            self.frames_dropped_by_reason[SLOW_CONSUMER_REASON] += frames
         logger.warning(
             "realtime client %s dropped: queue of %d frames is full", client.id, self.queue_size
         )
@@ -557,7 +582,7 @@ class RealtimeManager:
         exactly as ``dispatch`` builds them."""
         names = event.names
         subs = tuple(sub for sub in client.subscriptions if sub.collection in names)
-        bodies = _EventBodies(event, view).bodies_for(client.id, client.user, subs)
+        bodies = EventBodies(event, view).bodies_for(client.id, client.user, subs)
         return client_frames(client, position_suffix(event.id), bodies)
 
     def send_to_all(self, event_name: str, data: object) -> int:
@@ -690,73 +715,6 @@ class _Slicer:
         self._manager._since_pause = self._checked
         self._manager._slice_steps = self._n
         self._manager._last_fanout_end = self._timer()
-
-
-class _EventBodies:
-    """One event's frame bodies (``event:`` line plus ``data:`` lines).
-
-    For a custom message (``TopicMessage``) a subscription matches when its
-    ``path`` is the message's topic; the ``data:`` line is the message's JSON.
-
-    Computed once per (auth, topic) and shared by every subscriber with that
-    pair: guests share one, and each auth object is checked once however many
-    topics name the same collection.  Keys use the auth object's identity,
-    which the caller keeps alive for the whole pass (the view itself caches
-    per auth record, so two objects of one user still share rule results).
-    """
-
-    __slots__ = ("_cache", "_record_id", "_shared", "_topic", "_view")
-
-    def __init__(self, event: Published, view: EventView | None) -> None:
-        self._view = view
-        self._shared: bytes | None = None
-        if isinstance(event, TopicMessage):
-            self._record_id: str | None = None
-            self._topic: str | None = event.topic
-            if view is None:
-                self._shared = sse.format_field("data", event.data_json)
-        else:
-            self._record_id = event.record_id
-            self._topic = None
-            if view is None:
-                self._shared = sse.format_data(event.payload())
-        self._cache: dict[str | tuple[int, str], bytes | None] = {}
-
-    def bodies_for(
-        self, client_id: str, user: AuthUser | None, subs: tuple[Subscription, ...]
-    ) -> list[bytes]:
-        """The bodies ``user``'s ``subs`` get, in subscription order."""
-        out: list[bytes] = []
-        for sub in subs:
-            body = self.body_for(client_id, user, sub)
-            if body is not None:
-                out.append(body)
-        return out
-
-    def body_for(self, client_id: str, user: AuthUser | None, sub: Subscription) -> bytes | None:
-        """The body ``user`` gets for ``sub``, or None (no match, or not visible)."""
-        if self._topic is not None:
-            if sub.path != self._topic:
-                return None
-        elif sub.record_id is not None and sub.record_id != self._record_id:
-            return None
-        # Guests share the topic string as key: no tuple per subscriber.
-        key: str | tuple[int, str] = sub.raw if user is None else (id(user), sub.raw)
-        cache = self._cache
-        if key in cache:
-            return cache[key]
-        body = cache[key] = self._body(client_id, user, sub)
-        return body
-
-    def _body(self, client_id: str, user: AuthUser | None, sub: Subscription) -> bytes | None:
-        try:
-            data = self._shared if self._view is None else self._view.data_for(user, sub)
-            if data is None:
-                return None
-            return sse.format_field("event", sub.raw) + data + b"\n"
-        except Exception:  # one subscriber's failing check must not cost the rest
-            logger.exception("realtime: access check failed for %s", client_id)
-            return None
 
 
 def _dedupe(subscriptions: Iterable[Subscription]) -> tuple[Subscription, ...]:

@@ -6,6 +6,8 @@ finds the process that holds the client's stream, wherever it is.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import typing as t
 from collections import OrderedDict
@@ -15,8 +17,23 @@ from realtime_flask.core.events import AuthUser
 from realtime_flask.core.topics import Subscription
 from realtime_flask.engine.client import ParkedClient
 from realtime_flask.engine.manager import RealtimeManager
+from realtime_flask.engine.ops import DELETED_REASON
 
-__all__ = ["LocalRouter", "Router"]
+__all__ = ["ClientListing", "LocalRouter", "Router", "local_worker_name"]
+
+
+class ClientListing(t.TypedDict):
+    """Every connected client (``RealtimeManager.describe_clients`` rows, each with
+    its ``worker``), the workers that answered, and those that did not in time."""
+
+    items: list[dict[str, object]]
+    workers: list[str]
+    unanswered: list[str]
+
+
+def local_worker_name() -> str:
+    """``<host>:<pid>``: the worker of a process that is not in a Redis cluster."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Router(t.Protocol):
@@ -33,6 +50,10 @@ class Router(t.Protocol):
     ) -> None: ...
 
     def status(self) -> dict[str, object]: ...
+
+    def list_clients(self) -> ClientListing: ...
+
+    def close_client(self, client_id: str) -> bool: ...
 
     def start(self) -> None: ...
 
@@ -103,6 +124,18 @@ class LocalRouter:
 
     def status(self) -> dict[str, object]:
         return {"router": "local"}
+
+    def list_clients(self) -> ClientListing:
+        """This process's clients (it is the whole service)."""
+        worker = local_worker_name()
+        items = self.manager.describe_clients()
+        for item in items:
+            item["worker"] = worker
+        return {"items": items, "workers": [worker], "unanswered": []}
+
+    def close_client(self, client_id: str) -> bool:
+        """End ``client_id``'s stream (not resumable); False if it is not connected."""
+        return self.manager.remove_client(client_id, reason=DELETED_REASON)
 
     def start(self) -> None:
         return None

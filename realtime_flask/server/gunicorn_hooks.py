@@ -14,8 +14,27 @@ order the stop:
 3. ``worker_exit``: the hub closes: the router stops, the broker sends what
    is left in its outbox to Redis and closes.  Nothing is left to write then.
 
-Use both from a gunicorn config file (the repository's ``gunicorn.conf.py`` does)::
+Metrics in multi-process mode (``GET /api/realtime/metrics`` answers for
+every worker, see ``web/api/metrics.py``):
 
+* ``on_starting`` (the master, before any worker forks): when
+  ``PROMETHEUS_MULTIPROC_DIR`` is not set, a private folder is made for this
+  master and set, so its workers share it (whatever ``-w``: counters then
+  also survive a worker's restart); one that is set is used as given, and
+  its metric files of an earlier run are removed.  The workers import
+  ``prometheus_client`` after that, so it is in multi-process mode there.
+  With ``--preload`` the app (and ``prometheus_client``) loads before this
+  hook: set ``PROMETHEUS_MULTIPROC_DIR`` in the environment yourself then.
+* ``child_exit`` (the master, after a worker ended):
+  ``prometheus_client.multiprocess.mark_process_dead`` drops that worker's
+  live gauges (its counters stay in the sums).
+* ``on_exit``: the private folder is removed.
+
+Use them from a gunicorn config file (the repository's ``gunicorn.conf.py`` does)::
+
+    from realtime_flask.server.gunicorn_hooks import child_exit  # noqa: F401
+    from realtime_flask.server.gunicorn_hooks import on_exit  # noqa: F401
+    from realtime_flask.server.gunicorn_hooks import on_starting  # noqa: F401
     from realtime_flask.server.gunicorn_hooks import post_worker_init  # noqa: F401
     from realtime_flask.server.gunicorn_hooks import worker_exit  # noqa: F401
 """
@@ -23,14 +42,35 @@ Use both from a gunicorn config file (the repository's ``gunicorn.conf.py`` does
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
+import tempfile
 import typing as t
+from pathlib import Path
 
 from realtime_flask.engine.hub import RealtimeState
 from realtime_flask.runtime import tune_gc
 from realtime_flask.web.state import EXTENSION_KEY
 
-__all__ = ["close_app", "drain_app", "post_worker_init", "shutdown_app", "worker_exit"]
+__all__ = [
+    "MULTIPROC_ENV",
+    "child_exit",
+    "close_app",
+    "drain_app",
+    "on_exit",
+    "on_starting",
+    "post_worker_init",
+    "shutdown_app",
+    "worker_exit",
+]
+
+#: The variable ``prometheus_client`` reads for its multi-process folder.
+MULTIPROC_ENV: t.Final = "PROMETHEUS_MULTIPROC_DIR"
+#: Set by ``on_starting`` when it made the folder itself (``on_exit`` removes it).
+_OWN_DIR_ENV: t.Final = "RF_METRICS_DIR_OWNED"
+#: File names of ``prometheus_client``'s multi-process files.
+_METRIC_FILES: t.Final = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +125,39 @@ def worker_exit(server: t.Any, worker: t.Any) -> None:
     the realtime hub (step 3)."""
     close_app(worker.wsgi)
     logger.info("realtime_flask: worker %s closed its broker", worker.pid)
+
+
+def on_starting(server: t.Any) -> None:
+    """gunicorn hook, in the master before workers fork: the metrics folder
+    (see the module doc)."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for pattern in _METRIC_FILES:  # an earlier run's numbers would be summed in
+            for stale in folder.glob(pattern):
+                stale.unlink(missing_ok=True)
+        return
+    folder = Path(tempfile.mkdtemp(prefix=f"realtime-metrics-{os.getpid()}-"))
+    os.environ[MULTIPROC_ENV] = str(folder)
+    os.environ[_OWN_DIR_ENV] = str(folder)
+    logger.info("realtime_flask: metrics of all workers in %s", folder)
+
+
+def child_exit(server: t.Any, worker: t.Any) -> None:
+    """gunicorn hook, in the master after a worker ended: drop its live gauges."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, folder)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: t.Any) -> None:
+    """gunicorn hook, as the master stops: remove the metrics folder it made."""
+    own = os.environ.get(_OWN_DIR_ENV)
+    if own and own == os.environ.get(MULTIPROC_ENV):
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def _chained(worker: t.Any, previous: t.Callable[[int, t.Any], None]) -> t.Any:

@@ -157,25 +157,48 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
     app.register_error_handler(HTTPException, _app_http_error)
     trust_proxies(app, settings.trusted_proxies)  # init_app applied it: a no-op, kept explicit
 
-    @app.get("/api/health")
-    def health() -> dict[str, object]:
-        manager = get_state(app).manager
-        return {
-            "code": 200,
-            "message": "API is healthy.",
-            "data": {
-                "realtime": {
-                    **get_state(app).broker.status(),
-                    **get_state(app).routing.status(),
-                    "clients": manager.get_client_count(),
-                    "droppedSlow": manager.dropped_slow,
-                    "reapedIdle": manager.reaped_idle,
-                    "reapedLifetime": manager.reaped_lifetime,
-                }
-            },
-        }
+    app.add_url_rule("/api/health", "health", health)
 
     return app
+
+
+def health() -> dict[str, object]:
+    """``GET /api/health``: PocketBase's answer (``code`` 200, ``message``
+    ``API is healthy.``) with this worker's realtime state in ``data.realtime``.
+
+    ``data.realtime.state`` is ``ok``, or ``degraded`` while the broker is
+    degraded or not connected (Redis unreachable, outbox events waiting too
+    long) or the Redis router's heartbeat fails.  The status stays 200 while
+    degraded, as the worker still serves its own clients; monitor ``state``.
+    The other keys: the broker's and router's ``status()`` (``broker``,
+    ``connected``, ``degraded``, ``outbox``, ``dropped``, ``lastId``,
+    ``router``, ``node``), ``clients`` (this worker's streams) and the
+    close counters ``droppedSlow``, ``reapedIdle``, ``reapedLifetime``.
+    """
+    state = get_state()
+    manager = state.manager
+    broker = state.broker.status()
+    routing = state.routing.status()
+    ok = (
+        not broker.get("degraded")
+        and broker.get("connected", True)
+        and routing.get("connected", True)
+    )
+    return {
+        "code": 200,
+        "message": "API is healthy.",
+        "data": {
+            "realtime": {
+                **broker,
+                **routing,
+                "state": "ok" if ok else "degraded",
+                "clients": manager.get_client_count(),
+                "droppedSlow": manager.dropped_slow,
+                "reapedIdle": manager.reaped_idle,
+                "reapedLifetime": manager.reaped_lifetime,
+            }
+        },
+    }
 
 
 def _app_http_error(exc: HTTPException) -> tuple[Response, int]:

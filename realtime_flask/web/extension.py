@@ -28,6 +28,10 @@ from realtime_flask.engine.manager import RealtimeManager
 from realtime_flask.engine.manager import Reaper
 from realtime_flask.engine.router import LocalRouter
 from realtime_flask.engine.router import Router
+from realtime_flask.web.api.clients import bp as clients_bp
+from realtime_flask.web.api.metrics import ProcessMetrics
+from realtime_flask.web.api.metrics import bp as metrics_bp
+from realtime_flask.web.api.metrics import install as install_metrics
 from realtime_flask.web.api.realtime import bp as realtime_bp
 from realtime_flask.web.proxies import trust_proxies
 from realtime_flask.web.state import EXTENSION_KEY
@@ -147,6 +151,7 @@ class Realtime:
             visibility = _open_visibility()
         resolver = _first(auth_resolver, self._auth_resolver)
         reaper = Reaper(manager, settings.reaper_interval) if settings.reaper_enabled else None
+        metrics = ProcessMetrics()
         state = RealtimeState(
             settings=settings,
             manager=manager,
@@ -157,11 +162,15 @@ class Realtime:
             router=_build_router(settings, manager),
             auth_refresher=_first(auth_refresher, self._auth_refresher),
             topic_authorizer=_first(topic_authorizer, self._topic_authorizer),
+            on_dispatch=metrics.on_dispatch,
         )
         state.start()
         app.extensions[EXTENSION_KEY] = state
+        install_metrics(app, state, metrics)
         trust_proxies(app, settings.trusted_proxies)
         app.register_blueprint(realtime_bp)
+        app.register_blueprint(metrics_bp)
+        app.register_blueprint(clients_bp)
 
     def broadcast(
         self,

@@ -51,6 +51,7 @@ FRAMEWORK_HOMES: t.Final[dict[str, frozenset[str]]] = {
     "flask": frozenset({"web", "server", "cli"}),
     "werkzeug": frozenset({"web", "server", "cli"}),
     "sqlite3": frozenset({"store"}),
+    "prometheus_client": frozenset({"web", "server"}),
 }
 
 

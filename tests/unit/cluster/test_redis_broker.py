@@ -186,6 +186,7 @@ def test_publish_delivers_in_log_order_with_stream_ids(
         "degraded": False,
         "outbox": 0,
         "dropped": 0,
+        "published": 10,
         "lastId": stream_ids[-1],
     }
 

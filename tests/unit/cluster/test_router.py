@@ -331,3 +331,54 @@ def test_a_parked_state_of_another_version_is_not_resumed(
     assert worker.router.take_parked("p" * 40, ADDR) is None
     assert raw.exists(key)  # left for a worker that reads that version
     assert len(ignored_messages(caplog, "parked client")) == 1
+
+
+# --- the client listing and delete (GET/DELETE /api/realtime/clients) -------------------------
+
+
+def test_listing_gathers_every_live_worker_and_names_a_silent_one(make_worker: MakeWorker) -> None:
+    one, two = make_worker(), make_worker()
+    silent = make_worker(spawn=never, ttl=30, reply_timeout=0.5)  # beats once, never answers
+    a, b = one.connect(), two.connect()
+    one.router.subscribe(b, subs("posts/*"), ALICE, ADDR)  # routed to its owner
+    two.router.reply_timeout = 1.0
+    listing = two.router.list_clients()
+    rows = {row["id"]: row for row in listing["items"]}
+    assert {a: one.router.node_id, b: two.router.node_id} == {
+        cid: rows[cid]["worker"] for cid in (a, b)
+    }
+    assert rows[b]["subscriptions"] == ["posts/*"]
+    assert (rows[b]["authRecordId"], rows[b]["authCollectionName"]) == (ALICE.id, "users")
+    assert set(listing["workers"]) == {one.router.node_id, two.router.node_id}
+    assert listing["unanswered"] == [silent.router.node_id]
+
+
+def test_delete_ends_a_client_on_its_owner_and_is_not_resumable(
+    make_worker: MakeWorker, raw: redis.Redis
+) -> None:
+    one, two = make_worker(grace=60), make_worker(grace=60)
+    a = one.connect()
+    client = one.client(a)
+    assert two.router.close_client(a) is True  # another worker holds it
+    assert client.controller.closed and one.manager.get_client(a) is None
+    assert two.router.close_client(a) is False  # gone now: 404
+    assert two.router.close_client("unknown") is False
+    wait_until(lambda: raw.hget(CLIENTS, a) is None, WAIT, message="registry entry left")
+    assert two.router.take_parked(a, ADDR) is None  # a deleted client is not resumable
+    b = two.connect()
+    assert two.router.close_client(b) is True  # a local one
+    assert two.manager.get_client(b) is None
+
+
+def test_an_unknown_op_gets_no_reply_and_changes_nothing(
+    make_worker: MakeWorker, raw: redis.Redis
+) -> None:
+    one = make_worker()
+    a = one.connect()
+    message = {"v": CONTROL_VERSION, "op": "reboot", "req": "r1", "until": time.time() + 30}
+    raw.rpush(f"realtime:ctl:{one.router.node_id}", json.dumps({**message, "client": a}))
+    marker = {"v": CONTROL_VERSION, "op": "clients", "req": "r2", "until": time.time() + 30}
+    raw.rpush(f"realtime:ctl:{one.router.node_id}", json.dumps(marker))
+    reply = raw.blpop(["realtime:reply:r2"], timeout=WAIT)  # the next command is answered
+    assert reply is not None and json.loads(reply[1])["status"] == 200
+    assert raw.llen("realtime:reply:r1") == 0 and one.manager.get_client(a) is not None
