@@ -257,6 +257,67 @@ def test_demo_page_resumes_after_a_network_break(
     page_errors[:] = [e for e in page_errors if not (NET_ERROR in e and "/api/realtime" in e)]
 
 
+#: Servers whose clients cannot resume a break: (env, same client id after it, state text).
+RESETS: t.Final = {
+    # No resume grace: the reconnect gets a new client id.
+    "new-client": ({"REALTIME_RESUME_GRACE": "0"}, False, ""),
+    # The client comes back, but the log no longer reaches back: an RF_RESET frame.
+    "history-lost": ({"REALTIME_HISTORY_SIZE": "1"}, True, "history_lost"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESETS))
+def test_demo_page_resets_when_its_client_cannot_be_resumed(
+    browser: Browser, page: Page, page_errors: list[str], tmp_path: Path, case: str
+) -> None:
+    """The page shows reset, subscribes again when its client is new, and reloads
+    the list, which has the records written during the break."""
+    from playwright.sync_api import expect
+
+    env, same_client, reason = RESETS[case]
+    shots = Screenshots(tmp_path / "screenshots")
+    with (
+        GunicornServer(workers=1, env=env) as fresh,
+        CutProxy(fresh.port) as proxy,
+        demo_site(fresh) as site,
+    ):
+        page.goto(demo_url(site, proxy.url, "posts"))  # the default schema: public posts
+        expect_state(page, "live")
+        status, seen = api(fresh, "POST", "/api/collections/posts/records", {"title": "seen"})
+        assert status == 200, seen
+        expect(row_of(page, seen["id"])).to_have_count(1, timeout=WAIT_MS)
+        client_id = page.locator("#state").get_attribute("data-client-id")
+        assert client_id
+
+        proxy.hold.set()
+        assert proxy.cut() > 0
+        expect_state(page, "reconnecting")
+        missed = []
+        for title in ("gap 1", "gap 2"):
+            status, record = api(fresh, "POST", "/api/collections/posts/records", {"title": title})
+            assert status == 200, record
+            missed.append(record)
+
+        proxy.hold.clear()
+        expect_state(page, "reset")
+        state = expect(page.locator("#state"))
+        if same_client:
+            state.to_have_attribute("data-client-id", client_id)
+        else:
+            state.not_to_have_attribute("data-client-id", client_id)
+        if reason:
+            state.to_contain_text(reason)
+        for record in missed:
+            expect(row_of(page, record["id"])).to_contain_text(record["title"], timeout=WAIT_MS)
+        shots.take(page, "reset")
+
+        status, after = api(fresh, "POST", "/api/collections/posts/records", {"title": "next"})
+        assert status == 200, after
+        expect(row_of(page, after["id"])).to_contain_text("title: next", timeout=WAIT_MS)
+        shots.take(page, "live-after-reset")
+    page_errors[:] = [e for e in page_errors if not (NET_ERROR in e and "/api/realtime" in e)]
+
+
 def test_sdk_browser_bundle_subscribes_from_another_origin(
     server: GunicornServer, page: Page, tmp_path: Path
 ) -> None:

@@ -34,6 +34,7 @@
     token: "",
     records: new Map(),
     retries: 0,
+    resets: 0, // RF_RESET frames seen: one may arrive while a PB_CONNECT is handled
     posting: Promise.resolve(),
   };
 
@@ -130,10 +131,11 @@
     let kind = "live";
     if (previous && previous === app.clientId) kind = "resumed";
     else if (previous) kind = "reset";
+    const resets = app.resets;
     try {
       await subscribe();
       if (kind !== "resumed") await loadRecords();
-      if (source === app.source) setState(kind);
+      if (source === app.source && resets === app.resets) setState(kind);
     } catch (err) {
       showError(err.message);
     }
@@ -141,6 +143,7 @@
 
   function onReset(source, event) {
     if (source !== app.source) return;
+    app.resets += 1;
     let reason = "";
     try {
       reason = JSON.parse(event.data).reason || "";
@@ -251,8 +254,11 @@
     id.textContent = record.id;
     const fields = document.createElement("span");
     fields.className = "fields";
+    // Sorted, so a listed record and the same record from an event read alike;
+    // empty values left out.
     fields.textContent = Object.entries(record)
-      .filter(([key]) => !HIDDEN_KEYS.has(key))
+      .filter(([key, value]) => !HIDDEN_KEYS.has(key) && !isEmpty(value))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
       .map(([key, value]) => `${key}: ${typeof value === "string" ? value : JSON.stringify(value)}`)
       .join(" · ");
     row.replaceChildren(id, " ", fields);
@@ -261,6 +267,10 @@
       void row.offsetWidth; // restart the highlight
       row.classList.add("changed");
     }
+  }
+
+  function isEmpty(value) {
+    return value === "" || value === null || (Array.isArray(value) && value.length === 0);
   }
 
   function summarize(total) {
