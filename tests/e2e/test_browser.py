@@ -15,6 +15,7 @@ reason, except under ``CI=true`` where they fail.
 
 from __future__ import annotations
 
+import http.client
 import re
 import typing as t
 import urllib.parse
@@ -218,7 +219,55 @@ def test_demo_page_shows_records_live_from_another_origin(
         expect(row).to_have_count(0, timeout=WAIT_MS)
         expect_state(page, "live")
         shots.take(page, "record-vanishes")
-    assert len(shots.taken) == 6 and all(p.stat().st_size > 0 for p in shots.taken)
+
+        # Logging out starts a new client (a logged-in one cannot become a guest).
+        client_id = page.locator("#state").get_attribute("data-client-id")
+        page.get_by_role("button", name="Log out").click()
+        expect(page.locator("#who")).to_contain_text("Guest", timeout=WAIT_MS)
+        expect_state(page, "live")
+        expect(page.locator("#state")).not_to_have_attribute("data-client-id", client_id or "")
+        shots.take(page, "logged-out")
+    assert len(shots.taken) == 7 and all(p.stat().st_size > 0 for p in shots.taken)
+
+
+def test_demo_page_on_the_servers_own_origin(
+    server: GunicornServer, page: Page, tmp_path: Path
+) -> None:
+    """Without ``?api=`` the page talks to the origin that served it."""
+    from playwright.sync_api import expect
+
+    shots = Screenshots(tmp_path / "screenshots")
+    api_url = f"http://{server.host}:{server.port}"
+    page.goto(f"{api_url}/?collection=public_posts")
+    expect_state(page, "live")
+    expect(page.locator("#api")).to_have_text(api_url)
+    status, record = api(server, "POST", "/api/collections/public_posts/records", {"title": "own"})
+    assert status == 200, record
+    expect(row_of(page, record["id"])).to_contain_text("title: own", timeout=WAIT_MS)
+    shots.take(page, "same-origin")
+
+
+def test_realtime_preflight_from_the_pages_origin(server: GunicornServer) -> None:
+    """What Chromium asks before the page's POST /api/realtime (JSON body, Authorization)."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        conn.request(
+            "OPTIONS",
+            "/api/realtime",
+            headers={
+                "Origin": "http://127.0.0.1:1",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    assert response.status == 204
+    assert response.getheader("Access-Control-Allow-Origin") == "*"
+    assert "POST" in (response.getheader("Access-Control-Allow-Methods") or "").split(",")
+    assert response.getheader("Access-Control-Allow-Headers") == "authorization,content-type"
 
 
 def test_demo_page_resumes_after_a_network_break(
