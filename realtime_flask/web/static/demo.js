@@ -136,6 +136,7 @@
       await subscribe();
       if (kind !== "resumed") await loadRecords();
       if (source === app.source && resets === app.resets) setState(kind);
+      showError("");
     } catch (err) {
       showError(err.message);
     }
@@ -185,6 +186,7 @@
           reconnectFresh(); // the client's login cannot change: a new client
           return;
         }
+        if (err.status === 404) return; // the stream is gone: its next PB_CONNECT posts again
         throw err;
       }
     };
