@@ -43,6 +43,7 @@ from realtime_flask.web.api.files import bp as files_bp
 from realtime_flask.web.api.publish import bp as publish_bp
 from realtime_flask.web.api.records import STORE_KEY
 from realtime_flask.web.api.records import bp as records_bp
+from realtime_flask.web.demo import bp as demo_bp
 from realtime_flask.web.extension import Realtime
 from realtime_flask.web.extension import build_broker
 from realtime_flask.web.proxies import trust_proxies
@@ -122,7 +123,8 @@ def store_auth_refresher(store: RecordStore) -> t.Callable[[AuthUser], AuthUser 
 
 
 def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
-    """Build the standalone service: realtime, records/auth API and the publish route.
+    """Build the standalone service: realtime, records/auth API, the publish route
+    and the live demo page at ``/`` (``web/demo.py``).
 
     :param config: Flask config overrides (``REALTIME_*`` keys and others);
         they win over ``REALTIME_*`` environment variables.
@@ -154,6 +156,7 @@ def create_app(config: Mapping[str, t.Any] | None = None) -> Flask:
     app.register_blueprint(records_bp)
     app.register_blueprint(files_bp)
     app.register_blueprint(publish_bp)
+    app.register_blueprint(demo_bp)  # the live demo page at /
     app.register_error_handler(HTTPException, _app_http_error)
     trust_proxies(app, settings.trusted_proxies)  # init_app applied it: a no-op, kept explicit
 

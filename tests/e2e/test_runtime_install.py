@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.entry_points import EntryPoint
+from tests.support.entry_points import check_demo_page
 from tests.support.entry_points import check_realtime_round_trip
 from tests.support.entry_points import clean_env
 from tests.support.entry_points import install_failed
@@ -149,6 +150,7 @@ def test_entry_point_serves_realtime_from_runtime_only_install(
     entry_point: t.Callable[[Path, Path], EntryPoint],
 ) -> None:
     with entry_point(runtime_python, tmp_path) as server:
+        check_demo_page(server)
         check_realtime_round_trip(server)
 
 

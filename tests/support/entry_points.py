@@ -15,6 +15,7 @@ stream, and on SIGTERM end the stream cleanly and exit with status 0.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ from tests.support.servers import free_port
 __all__ = [
     "EntryPoint",
     "EntryPointError",
+    "check_demo_page",
     "check_realtime_round_trip",
     "clean_env",
     "install_failed",
@@ -275,3 +277,26 @@ def check_realtime_round_trip(server: EntryPoint, collection: str = "posts") -> 
         assert stream.ended_cleanly, server.error("the stream was cut, not ended, on SIGTERM")
     code = server.wait_exit(timeout=15)
     assert code == 0, server.error(f"exited with {code} after SIGTERM")
+
+
+#: The demo page and its files, with the content type each is served with.
+DEMO_FILES: t.Final[dict[str, str]] = {
+    "/": "text/html",
+    "/demo/static/demo.js": "text/javascript",
+    "/demo/static/demo.css": "text/css",
+}
+
+
+def check_demo_page(server: EntryPoint) -> None:
+    """The live demo page and its script and style are served (package data shipped)."""
+    for path, mimetype in DEMO_FILES.items():
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        served = resp.getheader("Content-Type", "")
+        assert resp.status == 200 and body, server.error(f"GET {path} answered {resp.status}")
+        assert served.startswith(mimetype), server.error(f"GET {path} served {served!r}")

@@ -43,7 +43,12 @@ class RuntimeVenvError(RuntimeError):
 def _fingerprint() -> str:
     digest = hashlib.sha256()
     files = [REPO_ROOT / "setup.cfg", REPO_ROOT / "pyproject.toml", REPO_ROOT / "requirements.txt"]
-    files += sorted((REPO_ROOT / "realtime_flask").rglob("*.py"))
+    # Every file of the package: sources and package data (the demo page's files).
+    files += sorted(
+        p
+        for p in (REPO_ROOT / "realtime_flask").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
     for path in files:
         if path.exists():
             digest.update(str(path.relative_to(REPO_ROOT)).encode())
