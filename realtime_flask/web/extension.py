@@ -28,6 +28,7 @@ from realtime_flask.engine.manager import Reaper
 from realtime_flask.engine.router import LocalRouter
 from realtime_flask.engine.router import Router
 from realtime_flask.web.api.realtime import bp as realtime_bp
+from realtime_flask.web.commands import realtime_group
 from realtime_flask.web.proxies import trust_proxies
 from realtime_flask.web.state import EXTENSION_KEY
 from realtime_flask.web.state import get_state
@@ -142,6 +143,8 @@ class Realtime:
         app.extensions[EXTENSION_KEY] = state
         trust_proxies(app, settings.trusted_proxies)
         app.register_blueprint(realtime_bp)
+        # `flask realtime ...` (realtime_flask.web.commands); the standalone service has it too.
+        app.cli.add_command(realtime_group())
 
     def broadcast(
         self,
