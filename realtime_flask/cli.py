@@ -114,8 +114,6 @@ def _serve_here(host: str | None, port: int | None) -> None:
         from gevent import monkey
 
         monkey.patch_all()
-    import logging
-
     from realtime_flask.server.serve import serve as run
     from realtime_flask.web.app import create_app
     from realtime_flask.web.state import get_state
@@ -125,7 +123,6 @@ def _serve_here(host: str | None, port: int | None) -> None:
     except RealtimeError as exc:  # a bad setting or schema, or a missing extra: one line
         fail_start(exc)
     runtime.tune_gc()  # no full GC passes over start-up objects, fewer promotions
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_state(app).settings
     run(app, host or settings.host, settings.port if port is None else port)
 

@@ -13,6 +13,10 @@ line ``error: <message>`` on stderr, never a traceback.  Exit statuses:
 ``flask realtime`` group (registered on ``app.cli`` by ``Realtime.init_app``)
 finds it on the current app and says so in one line when the app has none.
 ``schema check`` reads only its file.
+
+This module imports Flask only inside the functions that need it: ``python -m
+realtime_flask serve`` imports it before monkey-patching, and nothing that
+creates a lock (Flask's logging handler does) may load before the patch.
 """
 
 from __future__ import annotations
@@ -25,8 +29,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import click
-from flask import current_app
-from flask.cli import AppGroup
 
 from realtime_flask.core.schema import ACTIONS
 from realtime_flask.core.schema import Field
@@ -36,6 +38,8 @@ from realtime_flask.errors import ConfigError
 from realtime_flask.errors import RealtimeError
 
 if t.TYPE_CHECKING:
+    from flask.cli import AppGroup
+
     from realtime_flask.store.records import RecordStore
 
 __all__ = [
@@ -267,6 +271,8 @@ def schema_group(prog: str) -> click.Group:
 @contextlib.contextmanager
 def _app_store() -> Iterator[RecordStore]:
     """The current app's embedded record store (the app owns it: not closed here)."""
+    from flask import current_app
+
     from realtime_flask.web.api.records import STORE_KEY
 
     store = current_app.extensions.get(STORE_KEY)
@@ -302,6 +308,8 @@ FLASK_PROG: t.Final[str] = "flask --app yourapp realtime"
 
 def realtime_group() -> AppGroup:
     """The ``flask realtime`` click group ``Realtime.init_app`` adds to ``app.cli``."""
+    from flask.cli import AppGroup
+
     group = AppGroup(
         "realtime",
         help=_GROUP_HELP,

@@ -59,6 +59,22 @@ def test_serve_with_a_bad_field_type_names_collection_and_field(tmp_path: Path) 
     assert lines[0].startswith("error: collection 'posts', field 'x': unknown type 'nope'")
 
 
+@pytest.mark.e2e
+def test_serve_in_process_round_trip_and_a_quiet_exit(tmp_path: Path) -> None:
+    server = EntryPoint(
+        "python -m realtime_flask serve",
+        lambda port: [sys.executable, "-m", "realtime_flask", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=lambda port: clean_env({"REALTIME_DATA_DIR": str(tmp_path)}),
+    )
+    with server:
+        check_realtime_round_trip(server)  # ends with SIGTERM and exit status 0
+        # Nothing printed at exit (a lock made before the monkey-patch printed
+        # "Exception ignored ... Traceback" from logging's shutdown).
+        log = server.log_tail(200)
+        assert "Traceback" not in log and "Exception ignored" not in log, log
+
+
 @pytest.fixture
 def redis() -> Iterator[RedisServer]:
     with RedisServer() as server:

@@ -414,3 +414,15 @@ def test_gunicorn_settings_are_those_of_gunicorn_conf_py() -> None:
     assert conf["worker_exit"] is gunicorn_hooks.worker_exit
     settings = {k: v for k, v in conf.items() if not k.startswith("_") and not callable(v)}
     assert settings == dict(GUNICORN_SETTINGS), "a gunicorn.conf.py setting serve does not use"
+
+
+def test_the_command_line_loads_no_framework_before_serve_patches() -> None:
+    # `serve` monkey-patches first; Flask (its logging handler takes a lock) or
+    # gevent loaded by the import of the command line itself would come before it
+    # (a lock made before the patch breaks the interpreter's exit).
+    code = (
+        "import sys, realtime_flask.cli; "
+        "print(sorted(m for m in ('flask', 'werkzeug', 'gevent', 'logging') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
