@@ -206,6 +206,13 @@ def ignored_features(data: object, schema: Schema) -> list[str]:
         ]
         if any(isinstance(item.get(key), Mapping) for key in _TEMPLATES):
             features.append("e-mail templates (no e-mail is sent)")
+        password_auth = item.get("passwordAuth")
+        if isinstance(password_auth, Mapping):
+            if password_auth.get("enabled") is False:
+                features.append("passwordAuth disabled (password sign-in stays on)")
+            fields = password_auth.get("identityFields")
+            if isinstance(fields, list) and [f for f in fields if f != "email"]:
+                features.append(f"identityFields {fields!r} (sign-in by email only)")
         if item.get("type") == "auth" and item.get("authRule", "") != "":
             features.append(f"authRule {item.get('authRule')!r} (anyone may sign in)")
         if isinstance(item.get("manageRule"), str):

@@ -185,7 +185,7 @@ EXPORT: list[dict[str, object]] = [
         "verificationTemplate": {"subject": "s", "body": "b"},
         "resetPasswordTemplate": {"subject": "s", "body": "b"},
         "confirmEmailChangeTemplate": {"subject": "s", "body": "b"},
-        "passwordAuth": {"enabled": True, "identityFields": ["email"]},
+        "passwordAuth": {"enabled": True, "identityFields": ["email", "username"]},
     },
     {
         "id": "pbc_111",
@@ -229,7 +229,7 @@ def test_schema_check_lists_what_loads_and_what_is_ignored(tmp_path: Path) -> No
     ignored = out[out.index("Accepted but not supported (ignored):") + 1 :]
     assert ignored == [
         "  users: OAuth2 sign-in; new-device login alerts; e-mail templates (no e-mail is "
-        "sent); 1 SQL index(es)"
+        "sent); identityFields ['email', 'username'] (sign-in by email only); 1 SQL index(es)"
     ]
     assert not (tmp_path / "data").exists()  # nothing written
 
