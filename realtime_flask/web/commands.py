@@ -87,7 +87,7 @@ def examples(*lines: str, title: str = "Examples:") -> str:
 def fail(exc: RealtimeError | str, status: int) -> t.NoReturn:
     """Print ``error: <message>`` as one line on stderr and exit with ``status``."""
     message = exc if isinstance(exc, str) else exc.message
-    click.echo(f"error: {' '.join(message.split())}", err=True)
+    click.echo(f"error: {' '.join(message.splitlines())}", err=True)  # one line
     raise click.exceptions.Exit(status)
 
 
