@@ -33,6 +33,7 @@ from realtime_flask.web.api.metrics import ProcessMetrics
 from realtime_flask.web.api.metrics import bp as metrics_bp
 from realtime_flask.web.api.metrics import install as install_metrics
 from realtime_flask.web.api.realtime import bp as realtime_bp
+from realtime_flask.web.commands import realtime_group
 from realtime_flask.web.proxies import trust_proxies
 from realtime_flask.web.state import EXTENSION_KEY
 from realtime_flask.web.state import get_state
@@ -171,6 +172,8 @@ class Realtime:
         app.register_blueprint(realtime_bp)
         app.register_blueprint(metrics_bp)
         app.register_blueprint(clients_bp)
+        # `flask realtime ...` (realtime_flask.web.commands); the standalone service has it too.
+        app.cli.add_command(realtime_group())
 
     def broadcast(
         self,
