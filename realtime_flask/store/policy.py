@@ -27,6 +27,7 @@ PocketBase's semantics, followed here:
 from __future__ import annotations
 
 import re
+import typing as t
 from dataclasses import dataclass
 
 from realtime_flask.core.rules import CompiledRule
@@ -86,7 +87,8 @@ class ListQuery:
 
     ``where`` is ``""`` or `` WHERE ...`` with ``?`` placeholders bound by
     ``params``; ``order`` is an ORDER BY list; ``page`` is 1-based and
-    ``offset`` the rows skipped before it.
+    ``offset`` the rows skipped before it, capped at SQLite's largest integer
+    (a page that far out is empty either way).
     """
 
     where: str
@@ -97,7 +99,11 @@ class ListQuery:
 
     @property
     def offset(self) -> int:
-        return (self.page - 1) * self.per_page
+        return min((self.page - 1) * self.per_page, INT64_MAX)
+
+
+#: SQLite's largest INTEGER (and Go's int on 64-bit, which PocketBase parses into).
+INT64_MAX: t.Final[int] = 2**63 - 1
 
 
 def list_query(

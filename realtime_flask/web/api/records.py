@@ -47,6 +47,7 @@ from realtime_flask.errors import Unauthorized
 from realtime_flask.errors import UnsupportedContentType
 from realtime_flask.store.auth import token_from_header
 from realtime_flask.store.files import Upload
+from realtime_flask.store.policy import INT64_MAX
 from realtime_flask.store.records import RecordStore
 from realtime_flask.web.api import error_response
 from realtime_flask.web.api import http_error_response
@@ -231,9 +232,12 @@ def _int_param(name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise BadRequest() from None
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:  # out of range for Go's strconv.Atoi: 400
+        raise BadRequest()
+    return value
 
 
 def present(

@@ -215,3 +215,25 @@ def test_any_query_string_or_token_on_the_records_routes_answers_below_500(
     path = f"/api/collections/posts/records/{post_id}" if one else "/api/collections/posts/records"
     headers = {"Authorization": auth} if auth.isprintable() else {}
     assert_below_500(client.get(path, query_string=query, headers=headers), query)
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ({"page": "99999999999999999999"}, 400),  # past int64: Go's strconv.Atoi refuses it
+        ({"perPage": "-99999999999999999999"}, 400),
+        ({"page": str(2**63 - 1)}, 200),  # the largest page: an empty page, not an overflow
+        ({"page": str(2**63 - 2), "perPage": "500"}, 200),  # its offset is past SQLite's integers
+    ],
+)
+def test_paging_numbers_at_and_past_64_bits_answer_pocketbase_bodies(
+    client: FlaskClient, query: dict[str, str], status: int
+) -> None:
+    """Found by the fuzz test above: these answered 500 (OverflowError binding the offset)."""
+    response = client.get("/api/collections/posts/records", query_string=query)
+    assert response.status_code == status, response.get_data()
+    body = response.get_json()
+    if status == 400:
+        assert set(body) == {"status", "message", "data"} and body["status"] == 400
+    else:
+        assert body["items"] == [] and body["page"] == int(query["page"])
