@@ -49,7 +49,6 @@ __all__ = [
     "examples",
     "fail",
     "fail_start",
-    "ignored_features",
     "realtime_group",
     "schema_group",
     "schema_report",
@@ -64,21 +63,9 @@ EXIT_BAD_INPUT: t.Final[int] = 2
 #: Opens the record store a command works on, closing what it opened on exit.
 StoreOpener = t.Callable[[], t.ContextManager["RecordStore"]]
 
+
 #: Collection keys of a PocketBase 0.40 export whose feature is not served here:
 #: key -> what it is.  Listed by ``schema check`` when enabled.
-_AUTH_FEATURES: t.Final[Mapping[str, str]] = {
-    "oauth2": "OAuth2 sign-in",
-    "otp": "one-time passwords (OTP)",
-    "mfa": "multi-factor authentication (MFA)",
-    "authAlert": "new-device login alerts",
-}
-_TEMPLATES: t.Final[tuple[str, ...]] = (
-    "verificationTemplate",
-    "resetPasswordTemplate",
-    "confirmEmailChangeTemplate",
-)
-
-
 def examples(*lines: str, title: str = "Examples:") -> str:
     """An epilog listing ``lines`` as they are (click does not rewrap them)."""
     return f"{title}\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
@@ -184,47 +171,6 @@ def schema_report(schema: Schema, names: t.Collection[str]) -> list[str]:
     return lines
 
 
-def ignored_features(data: object, schema: Schema) -> list[str]:
-    """What a PocketBase export holds that is accepted but not honoured here:
-    one line per collection naming each (a collection the loader skipped, enabled
-    auth features, e-mail templates, a non-default authRule or manageRule, SQL
-    indexes)."""
-    if not isinstance(data, list):
-        return []
-    lines: list[str] = []
-    for item in data:
-        if not isinstance(item, Mapping):
-            continue
-        name = str(item.get("name", "?"))
-        if schema.get(name) is None:
-            lines.append(f"  {name}: the collection (type {item.get('type')!r}) is not loaded")
-            continue
-        features = [
-            label
-            for key, label in _AUTH_FEATURES.items()
-            if isinstance(item.get(key), Mapping) and item[key].get("enabled")
-        ]
-        if any(isinstance(item.get(key), Mapping) for key in _TEMPLATES):
-            features.append("e-mail templates (no e-mail is sent)")
-        password_auth = item.get("passwordAuth")
-        if isinstance(password_auth, Mapping):
-            if password_auth.get("enabled") is False:
-                features.append("passwordAuth disabled (password sign-in stays on)")
-            fields = password_auth.get("identityFields")
-            if isinstance(fields, list) and [f for f in fields if f != "email"]:
-                features.append(f"identityFields {fields!r} (sign-in by email only)")
-        if item.get("type") == "auth" and item.get("authRule", "") != "":
-            features.append(f"authRule {item.get('authRule')!r} (anyone may sign in)")
-        if isinstance(item.get("manageRule"), str):
-            features.append(f"manageRule {item['manageRule']!r}")
-        indexes = item.get("indexes")
-        if isinstance(indexes, list) and indexes:
-            features.append(f"{len(indexes)} SQL index(es)")
-        if features:
-            lines.append(f"  {name}: " + "; ".join(features))
-    return lines
-
-
 def schema_group(prog: str) -> click.Group:
     """``schema check FILE``; ``prog`` starts the examples of the help texts."""
 
@@ -264,7 +210,7 @@ def schema_group(prog: str) -> click.Group:
         click.echo(f"{file}: loads.")
         for line in schema_report(schema, names):
             click.echo(line)
-        ignored = ignored_features(data, schema)
+        ignored = [f"  {line}" for line in schema.unsupported]  # what start-up logs, too
         click.echo("Accepted but not supported (ignored):" if ignored else "Nothing is ignored.")
         for line in ignored:
             click.echo(line)
