@@ -8,20 +8,14 @@ from gevent import monkey
 if not monkey.is_module_patched("socket"):  # gunicorn's gevent worker patched already
     monkey.patch_all()
 
-import logging
 import sys
 
 from realtime_flask.errors import RealtimeError
 from realtime_flask.runtime import tune_gc
+from realtime_flask.server.logs import default_logging
 from realtime_flask.web.app import create_app
 
-if not logging.getLogger().handlers:  # nobody configured logging (gunicorn sets up its own only)
-    # Warnings to stderr, and the service's INFO lines: one per connect, subscription
-    # change and disconnect (docs/operations.md).  A --log-config of yours wins.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("realtime_flask").setLevel(logging.INFO)
+default_logging()  # unless configured: warnings, and one INFO line per connect/subscribe/disconnect
 
 try:
     app = create_app()

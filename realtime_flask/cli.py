@@ -114,10 +114,12 @@ def _serve_here(host: str | None, port: int | None) -> None:
         from gevent import monkey
 
         monkey.patch_all()
+    from realtime_flask.server.logs import default_logging
     from realtime_flask.server.serve import serve as run
     from realtime_flask.web.app import create_app
     from realtime_flask.web.state import get_state
 
+    default_logging()  # as wsgi.py: one INFO line per connect, subscription change, disconnect
     try:
         app = create_app()
     except RealtimeError as exc:  # a bad setting or schema, or a missing extra: one line

@@ -54,6 +54,7 @@ from realtime_flask.runtime import tune_gc
 from realtime_flask.web.state import EXTENSION_KEY
 
 __all__ = [
+    "HOOKS",
     "MULTIPROC_ENV",
     "child_exit",
     "close_app",
@@ -173,3 +174,14 @@ def _chained(worker: t.Any, previous: t.Callable[[int, t.Any], None]) -> t.Any:
 def _drain(worker: t.Any) -> None:
     closed = drain_app(worker.wsgi)
     logger.info("realtime_flask: worker %s closed %d streams on shutdown", worker.pid, closed)
+
+
+#: Every server hook above by its gunicorn setting name: what ``gunicorn.conf.py``
+#: names and ``serve --workers N`` sets (a unit test keeps the two equal).
+HOOKS: t.Final[t.Mapping[str, t.Callable[..., None]]] = {
+    "on_starting": on_starting,
+    "post_worker_init": post_worker_init,
+    "worker_exit": worker_exit,
+    "child_exit": child_exit,
+    "on_exit": on_exit,
+}

@@ -29,9 +29,10 @@ def serve_gunicorn(host: str, port: int, *, workers: int) -> int:
     SIGINT; returns the arbiter's exit status (0 after a graceful stop, 3 when
     a worker failed to boot).
 
-    The settings are :data:`GUNICORN_SETTINGS` plus the hooks of
-    ``realtime_flask.server.gunicorn_hooks`` (streams drained on SIGTERM, the
-    broker flushed at worker exit).
+    The settings are :data:`GUNICORN_SETTINGS` plus every hook of
+    ``realtime_flask.server.gunicorn_hooks.HOOKS`` (streams drained on SIGTERM,
+    the broker flushed at worker exit, the metrics' multi-process folder made,
+    cleaned for each dead worker and removed).
     """
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
@@ -43,16 +44,17 @@ def serve_gunicorn(host: str, port: int, *, workers: int) -> int:
                 **GUNICORN_SETTINGS,
                 "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
                 "workers": workers,
-                "post_worker_init": gunicorn_hooks.post_worker_init,
-                "worker_exit": gunicorn_hooks.worker_exit,
+                **gunicorn_hooks.HOOKS,  # drain on SIGTERM, metrics folder, broker flush
             }
             for key, value in options.items():
                 if key in self.cfg.settings:  # control_socket_disable: gunicorn 23+
                     self.cfg.set(key, value)
 
         def load(self) -> t.Any:
+            from realtime_flask.server.logs import default_logging
             from realtime_flask.web.app import create_app
 
+            default_logging()  # as wsgi.py under gunicorn: the connect/subscribe lines show
             return create_app()
 
     try:

@@ -411,8 +411,14 @@ def test_gunicorn_settings_are_those_of_gunicorn_conf_py() -> None:
     from realtime_flask.server import gunicorn_hooks
 
     assert {k: conf[k] for k in GUNICORN_SETTINGS} == dict(GUNICORN_SETTINGS)
-    assert conf["post_worker_init"] is gunicorn_hooks.post_worker_init
-    assert conf["worker_exit"] is gunicorn_hooks.worker_exit
+    hooks = {k: v for k, v in conf.items() if callable(v) and k in gunicorn_hooks.HOOKS}
+    assert hooks == dict(gunicorn_hooks.HOOKS), "a hook serve --workers N would not set"
+    named = {
+        k
+        for k, v in conf.items()
+        if callable(v) and getattr(v, "__module__", "") == gunicorn_hooks.__name__
+    }
+    assert named == set(gunicorn_hooks.HOOKS), "a hook of gunicorn.conf.py missing from HOOKS"
     settings = {k: v for k, v in conf.items() if not k.startswith("_") and not callable(v)}
     assert settings == dict(GUNICORN_SETTINGS), "a gunicorn.conf.py setting serve does not use"
 
