@@ -7,20 +7,15 @@ these tests skip with the reason, except under ``CI=true`` where they fail.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.env import IN_CI
 from tests.support.js import JS
-from tests.support.js import ROOT
-from tests.support.js import SU_EMAIL
-from tests.support.js import SU_PASSWORD
 from tests.support.js import node_missing
 from tests.support.js import run_node
+from tests.support.js import start_sdk_server
 from tests.support.servers import GunicornServer
 
 pytestmark = pytest.mark.e2e
@@ -34,16 +29,7 @@ def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornSer
             pytest.fail(f"CI=true but {missing}")
         pytest.skip(missing)
     data_dir = tmp_path_factory.mktemp("sdk-data")
-    env = {"REALTIME_SCHEMA": str(JS / "schema.json"), "REALTIME_DATA_DIR": str(data_dir)}
-    subprocess.run(
-        [sys.executable, "-m", "realtime_flask", "superuser", "upsert", SU_EMAIL, SU_PASSWORD],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    with GunicornServer(workers=1, env=env) as server:
+    with start_sdk_server(JS / "schema.json", data_dir) as server:
         yield server
 
 

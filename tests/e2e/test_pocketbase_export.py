@@ -13,20 +13,15 @@ skip with the reason, except under ``CI=true`` where they fail.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.env import IN_CI
-from tests.support.js import ROOT
-from tests.support.js import SU_EMAIL
-from tests.support.js import SU_PASSWORD
 from tests.support.js import node_missing
 from tests.support.js import run_node
+from tests.support.js import start_sdk_server
 from tests.support.pocketbase import find_pocketbase
 from tests.support.pocketbase import pocketbase_export
 from tests.support.servers import GunicornServer
@@ -76,16 +71,7 @@ def export_server(
 ) -> Iterator[GunicornServer]:
     _needs(node_missing())
     data_dir = tmp_path_factory.mktemp("export-data")
-    env = {"REALTIME_SCHEMA": str(export_file), "REALTIME_DATA_DIR": str(data_dir)}
-    subprocess.run(
-        [sys.executable, "-m", "realtime_flask", "superuser", "upsert", SU_EMAIL, SU_PASSWORD],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    with GunicornServer(workers=1, env=env) as server:
+    with start_sdk_server(export_file, data_dir) as server:
         yield server
 
 

@@ -21,10 +21,9 @@ from tests.support.servers import REPO_ROOT
 from tests.support.servers import wait_until
 
 
-def test_serve_with_a_bad_schema_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.json"
-    env = clean_env({"REALTIME_DATA_DIR": str(tmp_path), "REALTIME_SCHEMA": str(missing)})
-    result = subprocess.run(
+def serve_until_it_stops(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m realtime_flask serve`` that is expected to stop at start-up."""
+    return subprocess.run(
         [sys.executable, "-m", "realtime_flask", "serve", "--port", "1"],
         cwd=REPO_ROOT,
         env=env,
@@ -33,6 +32,12 @@ def test_serve_with_a_bad_schema_is_one_line_not_a_traceback(tmp_path: Path) -> 
         timeout=60,
         check=False,
     )
+
+
+def test_serve_with_a_bad_schema_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    env = clean_env({"REALTIME_DATA_DIR": str(tmp_path), "REALTIME_SCHEMA": str(missing)})
+    result = serve_until_it_stops(env)
     # Status 2 (bad input), as `python wsgi.py` answers; it was 1 before the click CLI.
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(f"error: cannot read schema file {str(missing)!r}")
@@ -44,15 +49,7 @@ def test_serve_with_a_bad_field_type_names_collection_and_field(tmp_path: Path) 
     bad = tmp_path / "schema.json"
     bad.write_text(json.dumps([{"name": "posts", "fields": [{"name": "x", "type": "nope"}]}]))
     env = clean_env({"REALTIME_DATA_DIR": str(tmp_path), "REALTIME_SCHEMA": str(bad)})
-    result = subprocess.run(
-        [sys.executable, "-m", "realtime_flask", "serve", "--port", "1"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve_until_it_stops(env)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from tests.support.env import REPO_ROOT
 from tests.support.servers import GunicornServer
@@ -21,6 +25,23 @@ def node_missing() -> str | None:
     if not (ROOT / "node_modules" / "pocketbase").is_dir():
         return "npm packages are not installed (run `npm ci` in the repository root)"
     return None
+
+
+@contextlib.contextmanager
+def start_sdk_server(schema: Path, data_dir: Path) -> Iterator[GunicornServer]:
+    """``gunicorn -k gevent`` (one worker) on ``schema`` with the SDK scripts'
+    superuser (``SU_EMAIL``/``SU_PASSWORD``) upserted first, through the CLI."""
+    env = {"REALTIME_SCHEMA": str(schema), "REALTIME_DATA_DIR": str(data_dir)}
+    subprocess.run(
+        [sys.executable, "-m", "realtime_flask", "superuser", "upsert", SU_EMAIL, SU_PASSWORD],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    with GunicornServer(workers=1, env=env) as server:
+        yield server
 
 
 def run_node(server: GunicornServer, script: str) -> None:

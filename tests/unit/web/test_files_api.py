@@ -372,20 +372,18 @@ def test_an_empty_file_input_is_not_an_upload(files: Files) -> None:
     assert record["one"] == ""
 
 
-def test_a_refused_delete_keeps_the_files(files: Files) -> None:
+def user(files: Files, email: str) -> tuple[Json, str]:
+    """A new user of ``users`` signed up through the API, and its auth token."""
     password = "ownerpass1"
-    owner = ok(
-        files.client.post(
-            "/api/collections/users/records",
-            json={"email": "o@example.com", "password": password, "passwordConfirm": password},
-        )
-    )
-    token = ok(
-        files.client.post(
-            "/api/collections/users/auth-with-password",
-            json={"identity": "o@example.com", "password": password},
-        )
-    )["token"]
+    body = {"email": email, "password": password, "passwordConfirm": password}
+    record = ok(files.client.post("/api/collections/users/records", json=body))
+    login = {"identity": email, "password": password}
+    token = ok(files.client.post("/api/collections/users/auth-with-password", json=login))["token"]
+    return record, t.cast(str, token)
+
+
+def test_a_refused_delete_keeps_the_files(files: Files) -> None:
+    owner, token = user(files, "o@example.com")
     record = ok(files.post(VAULT, {"owner": owner["id"], "secret": upload(b"s", "s.txt")}))
     vault_id = files.store.collection("vault").id
     assert files.client.delete(f"{VAULT}/{record['id']}").status_code == 404  # deleteRule
@@ -430,30 +428,8 @@ def test_serving_headers_download_and_thumb(files: Files) -> None:
 def test_protected_files_need_a_file_token_of_a_record_passing_the_view_rule(
     files: Files,
 ) -> None:
-    password = "ownerpass1"
-    owner = ok(
-        files.client.post(
-            "/api/collections/users/records",
-            json={"email": "owner@example.com", "password": password, "passwordConfirm": password},
-        )
-    )
-    other = ok(
-        files.client.post(
-            "/api/collections/users/records",
-            json={"email": "other@example.com", "password": password, "passwordConfirm": password},
-        )
-    )
-
-    def login(email: str) -> str:
-        body = ok(
-            files.client.post(
-                "/api/collections/users/auth-with-password",
-                json={"identity": email, "password": password},
-            )
-        )
-        return t.cast(str, body["token"])
-
-    owner_token, other_token = login("owner@example.com"), login("other@example.com")
+    owner, owner_token = user(files, "owner@example.com")
+    other, other_token = user(files, "other@example.com")
     record = ok(files.post(VAULT, {"owner": owner["id"], "secret": upload(b"top", "s.txt")}))
     url = f"/api/files/vault/{record['id']}/{record['secret']}"
     assert ok(files.client.get(url), 404) == NOT_FOUND
