@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import typing as t
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tests.e2e.test_redis_cluster import KEEP_ALIVE_ARGS
 from tests.e2e.test_redis_cluster import Pinned
 from tests.e2e.test_redis_cluster import Registry
 from tests.e2e.test_redis_cluster import cluster_env
+from tests.e2e.test_redis_cluster import open_spread_streams
 from tests.e2e.test_redis_cluster import open_stream
 from tests.e2e.test_redis_cluster import pin_workers
 from tests.support.redis_server import RedisServer
@@ -71,27 +71,6 @@ def scrape(server: GunicornServer, token: str = METRICS_TOKEN) -> dict[tuple[str
 
 def value(metrics: dict[tuple[str, str], float], name: str, labels: str = "") -> float:
     return metrics.get((name, labels), 0.0)
-
-
-def open_spread_streams(
-    server: GunicornServer, registry: Registry, workers: int, per_worker: int
-) -> list[tuple[HTTPEventStream, str]]:
-    """New streams until each of ``workers`` workers holds ``per_worker`` (extra ones closed)."""
-    kept: list[tuple[HTTPEventStream, str]] = []
-    holders: Counter[str] = Counter()
-    for _ in range(200):
-        if len(holders) == workers and min(holders.values()) >= per_worker:
-            return kept
-        stream, client_id = open_stream(server)
-        owner = str(registry.owner(client_id))
-        if holders[owner] >= per_worker:
-            stream.close()
-            continue
-        kept.append((stream, client_id))
-        holders[owner] += 1
-    for stream, _ in kept:
-        stream.close()
-    raise AssertionError(f"streams not spread over {workers} workers: {holders}")
 
 
 def make_superuser(data_dir: Path, schema: str) -> None:

@@ -811,29 +811,36 @@ class Reader(threading.Thread):
         assert not self.is_alive(), f"reader of {self.client_id} did not stop"
 
 
-def open_streams_on_every_worker(
-    server: GunicornServer, registry: Registry, per_worker: int
-) -> list[Reader]:
-    """New connections until every worker holds ``per_worker`` streams (bounded).
-
-    Streams beyond ``per_worker`` on a worker are closed at once: few readers
-    keep the test process itself from skewing the measured times.
-    """
-    readers: list[Reader] = []
+def open_spread_streams(
+    server: GunicornServer, registry: Registry, workers: int, per_worker: int
+) -> list[tuple[HTTPEventStream, str]]:
+    """New streams until each of ``workers`` workers holds ``per_worker`` (extra ones closed)."""
+    kept: list[tuple[HTTPEventStream, str]] = []
     holders: Counter[str] = Counter()
-    for _ in range(300):
-        if len(holders) == WORKERS and min(holders.values()) >= per_worker:
-            return readers
+    for _ in range(200):
+        if len(holders) == workers and min(holders.values()) >= per_worker:
+            return kept
         stream, client_id = open_stream(server)
         owner = str(registry.owner(client_id))
         if holders[owner] >= per_worker:
             stream.close()
             continue
-        readers.append(Reader(stream, client_id))
+        kept.append((stream, client_id))
         holders[owner] += 1
-    for reader in readers:
-        reader.stream.close()
-    raise AssertionError(f"streams not spread over {WORKERS} workers: {holders}")
+    for stream, _ in kept:
+        stream.close()
+    raise AssertionError(f"streams not spread over {workers} workers: {holders}")
+
+
+def open_streams_on_every_worker(
+    server: GunicornServer, registry: Registry, per_worker: int
+) -> list[Reader]:
+    """``open_spread_streams`` over every worker, each stream with its (unstarted) reader.
+
+    Few readers keep the test process itself from skewing the measured times.
+    """
+    streams = open_spread_streams(server, registry, WORKERS, per_worker)
+    return [Reader(stream, client_id) for stream, client_id in streams]
 
 
 @pytest.mark.timeout(180)
