@@ -53,7 +53,8 @@ listing names it in ``unanswered``, a delete answers 404 after the timeout::
     RPUSH <prefix>:reply:<req>  {"v": "1", "status": 200, "node": <node id>, "items": [...]}
     RPUSH <prefix>:ctl:<node>   {"v": "1", "op": "close", "req": <id>, "until": ..., "client": <id>}
     RPUSH <prefix>:reply:<req>  {"v": "1", "status": 204 | 404}
-    ZADD  <prefix>:nodes <unix seconds> <node>    (each heartbeat: the nodes to ask)
+    ZADD  <prefix>:nodes <unix seconds> <node>    (each heartbeat: the nodes to ask;
+                                                   entries older than 10 TTLs dropped)
 
 A listing sends one ``clients`` command to every live node and gathers
 their replies from one reply list for at most ``reply_timeout`` seconds.
@@ -99,6 +100,8 @@ logger = logging.getLogger(__name__)
 
 #: The ``v`` of every message this router writes, and the only one it reads.
 CONTROL_VERSION: t.Final[str] = "1"
+#: A node whose heartbeat is older than this many TTLs leaves the nodes set at the next beat.
+NODES_FORGET_AFTER: t.Final[int] = 10
 #: Closed client ids kept for the lazy registry cleanup, at most.
 MAX_GONE = 100_000
 
@@ -232,7 +235,13 @@ class RedisRouter:
         # failed, and other workers may have swept this node's registry
         # entries meanwhile: register the local clients again.
         previous = self._r.set(self._node_key(self.node_id), "1", px=int(self.ttl * 1000), get=True)
-        self._r.zadd(self._nodes_key, {self.node_id: time.time()})  # for the client listing
+        now = time.time()
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zadd(self._nodes_key, {self.node_id: now})  # for the client listing
+        # Nodes whose heartbeats stopped long ago (a SIGKILLed worker): the set stays bounded
+        # even when nobody lists the clients.
+        pipe.zremrangebyscore(self._nodes_key, "-inf", f"({now - NODES_FORGET_AFTER * self.ttl}")
+        pipe.execute()
         self.connected = True
         if previous is None or self._reregister:
             self._register_local()

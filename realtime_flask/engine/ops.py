@@ -62,15 +62,16 @@ def describe(
     offset: float,
 ) -> dict[str, object]:
     """One row of the client listing: ``{"id", "authRecordId", "authCollectionId",
-    "authCollectionName", "subscriptions": [<topic>, ...], "connectedAt": <ISO 8601
-    UTC>, "queuedFrames", "queuedBytes", "remoteAddr"}``; the auth keys are ``""``
-    for a guest.  ``offset`` turns the manager's clock into Unix seconds."""
+    "authCollectionName", "subscriptions": [<topic without ?options=>, ...],
+    "connectedAt": <ISO 8601 UTC>, "queuedFrames", "queuedBytes", "remoteAddr"}``;
+    the auth keys are ``""`` for a guest.  ``offset`` turns the manager's clock into
+    Unix seconds."""
     return {
         "id": client.id,
         "authRecordId": user.id if user is not None else "",
         "authCollectionId": user.collection_id if user is not None else "",
         "authCollectionName": user.collection_name if user is not None else "",
-        "subscriptions": [sub.raw for sub in subs],
+        "subscriptions": [sub.path for sub in subs],  # options may carry headers: never shown
         "connectedAt": iso_time(client.connected_at + offset),
         "queuedFrames": client.controller.qsize(),
         "queuedBytes": client.controller.qbytes(),

@@ -2,8 +2,10 @@
 
 ``GET /`` serves ``static/demo.html``; its script and style are served from
 ``/demo/static/``.  The page talks to the API with plain ``fetch`` and
-``EventSource`` as the PocketBase realtime protocol has it, on this origin or
-on the one given as ``?api=http://host:port`` (CORS: ``web/api/cors.py``).
+``EventSource`` as the PocketBase realtime protocol has it, on this origin
+(the service's own page drops an ``?api=`` naming another one), or, for a copy
+of the page served elsewhere, on the one given as ``?api=http://host:port``
+(CORS: ``web/api/cors.py``).
 
 PocketBase lists collections to superusers only, so the page reads their names
 from ``GET /demo/collections``: ``{"items": [{"id", "name", "type"}]}``, names
@@ -16,10 +18,13 @@ as text, never as markup.
 from __future__ import annotations
 
 import typing as t
+from urllib.parse import urlencode
 
 from flask import Blueprint
-from flask import Response
 from flask import current_app
+from flask import redirect
+from flask import request
+from flask.typing import ResponseReturnValue
 
 from realtime_flask.store.records import RecordStore
 from realtime_flask.web.api.cors import cors
@@ -38,7 +43,15 @@ CONTENT_SECURITY_POLICY: t.Final = (
 
 
 @bp.get("/")
-def page() -> Response:
+def page() -> ResponseReturnValue:
+    """The page; ``?api=`` naming another origin is dropped (302 to the same page
+    without it): the page on this origin talks to this service only, so a link
+    cannot make it send a password the browser fills in for this origin elsewhere.
+    A copy of the page served from another origin may use ``?api=``."""
+    api = request.args.get("api")
+    if api is not None and api.rstrip("/") != request.host_url.rstrip("/"):
+        rest = {k: v for k, v in request.args.items() if k != "api"}
+        return redirect("/" + (f"?{urlencode(rest)}" if rest else ""), 302)
     response = bp.send_static_file("demo.html")
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -149,7 +149,11 @@ def download(collection: str, record_id: str, filename: str) -> Response:
         raise NotFound()
     mime = stored.mime
     content_type = EXTENSION_TYPES.get(os.path.splitext(filename)[1].lower(), mime)
-    inline = mime.split(";")[0] in INLINE_TYPES and request.args.get("download", "") not in _GO_TRUE
+    # Inline only for the type actually sent (PocketBase decides on the final type too).
+    inline = (
+        content_type.split(";")[0] in INLINE_TYPES
+        and request.args.get("download", "") not in _GO_TRUE
+    )
     response = Response(iter_file(stored), content_type=content_type, direct_passthrough=True)
     response.call_on_close(stored.handle.close)  # also when the body is never read
     response.content_length = stored.size

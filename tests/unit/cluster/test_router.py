@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from realtime_flask.cluster.router import CONTROL_VERSION
+from realtime_flask.cluster.router import NODES_FORGET_AFTER
 from realtime_flask.cluster.router import RedisRouter
 from realtime_flask.core.events import AuthUser
 from realtime_flask.core.events import Event
@@ -382,3 +383,15 @@ def test_an_unknown_op_gets_no_reply_and_changes_nothing(
     reply = raw.blpop(["realtime:reply:r2"], timeout=WAIT)  # the next command is answered
     assert reply is not None and json.loads(reply[1])["status"] == 200
     assert raw.llen("realtime:reply:r1") == 0 and one.manager.get_client(a) is not None
+
+
+def test_a_node_gone_long_ago_leaves_the_nodes_set_at_the_next_heartbeat(
+    make_worker: MakeWorker, raw: redis.Redis
+) -> None:
+    one = make_worker()
+    key = one.router._nodes_key
+    gone_at = time.time() - NODES_FORGET_AFTER * one.router.ttl - 60  # a SIGKILLed worker
+    raw.zadd(key, {"gone-node": gone_at})
+    two = make_worker()  # beats once at start
+    members = {str(m) for m in raw.zrange(key, 0, -1)}
+    assert members == {one.router.node_id, two.router.node_id}

@@ -103,3 +103,22 @@ def test_the_extension_does_not_serve_the_page() -> None:
         assert app.test_client().get("/demo/collections").status_code == 404
     finally:
         get_state(app).shutdown()
+
+
+@pytest.mark.parametrize(
+    ("query", "location"),
+    [
+        ("api=https://evil.example&collection=posts", "/?collection=posts"),
+        ("api=http://localhost:9999", "/"),
+    ],
+)
+def test_the_services_own_page_drops_an_api_of_another_origin(
+    client: FlaskClient, query: str, location: str
+) -> None:
+    """A link to this origin's page must not make it send a login (which the browser
+    fills in for this origin) elsewhere; a copy of the page on another origin may."""
+    response = client.get(f"/?{query}")
+    assert (response.status_code, response.headers["Location"]) == (302, location)
+    own = client.get("/?api=http://localhost/&collection=posts")  # this origin: kept
+    assert own.status_code == 200
+    own.close()

@@ -421,6 +421,11 @@ def test_serving_headers_download_and_thumb(files: Files) -> None:
         f"/api/files/nope/{record['id']}/{png}",
     ):
         assert ok(fetch(files.client, path), 404) == NOT_FOUND
+    # Inline or attachment follows the type sent: PNG bytes named .svg are an attachment.
+    disguised = ok(files.post(DOCS, {"many": [upload(PNG, "x.svg")]}))
+    svg = fetch(files.client, f"/api/files/docs/{disguised['id']}/{disguised['many'][0]}")
+    assert svg.headers["Content-Type"].startswith("image/svg+xml")
+    assert svg.headers["Content-Disposition"].startswith("attachment;")
     escape = fetch(files.client, f"{base}/..%2F..%2Fdata.db")
     assert escape.status_code == 404 and set(escape.get_json()) == {"data", "message", "status"}
 
